@@ -1,0 +1,184 @@
+"""Committed episodes loaded into memory as flat numpy arrays, one row per control step.
+
+Training on CPU wants every step in RAM (two 96x96 cameras x 6,000 steps is
+~330 MB) so that a batch is a fancy-index, not a Zarr read. Bad episodes are
+skipped and counted by reason, never trained on silently; callers log the counts
+and put them in the bundle's provenance.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robot_runtime.episode import Episode, EpisodeError, EpisodeLayout, EpisodeStore
+
+log = logging.getLogger(__name__)
+
+SKIP_REASONS = ("unreadable", "unlabeled", "empty", "non_finite", "layout_mismatch", "rate_mismatch")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    chunk_length: int = 10      # actions per predicted chunk (the policy's output horizon)
+    std_floor: float = 1e-2     # normalization std floor, so constant dims do not explode at run time
+
+
+@dataclass
+class Stats:
+    """Per-dimension mean/std of state and action, std floored (see DatasetConfig.std_floor)."""
+
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    action_mean: np.ndarray
+    action_std: np.ndarray
+
+    def to_json(self) -> dict:
+        return {name: np.asarray(value, dtype=np.float64).tolist() for name, value in vars(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Stats":
+        return cls(**{name: np.asarray(value, dtype=np.float32) for name, value in data.items()})
+
+
+@dataclass
+class EpisodeInfo:
+    episode_id: str
+    task_index: int
+    success: bool
+    length: int
+    start: int                  # row of its first step in the flat arrays
+    policy_version: str
+
+
+@dataclass
+class Dataset:
+    """Per-step arrays (N rows, episodes contiguous and in order) plus per-episode info."""
+
+    layout: EpisodeLayout
+    control_rate_hz: float
+    tasks: list[str]                    # task_index -> instruction text, sorted
+    episodes: list[EpisodeInfo]
+    images: dict[str, np.ndarray]       # camera -> uint8 [N,H,W,3]
+    state: np.ndarray                   # float32 [N,S]
+    action: np.ndarray                  # float32 [N,A], the executed command
+    action_chunk: np.ndarray            # float32 [N,chunk,A], next actions, last one repeated
+    chunk_mask: np.ndarray              # bool [N,chunk], False on the repeated padding
+    task_index: np.ndarray              # int64 [N]
+    episode_index: np.ndarray           # int64 [N]
+    step_index: np.ndarray              # int64 [N]
+    episode_length: np.ndarray          # int64 [N]
+    intervention: np.ndarray            # bool [N]
+    success: np.ndarray                 # bool [N], outcome of the step's episode
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    @property
+    def chunk_length(self) -> int:
+        return self.action_chunk.shape[1]
+
+    def stats(self, std_floor: float) -> Stats:
+        return Stats(self.state.mean(0), np.maximum(self.state.std(0), std_floor),
+                     self.action.mean(0), np.maximum(self.action.std(0), std_floor))
+
+    def action_bounds(self) -> tuple[list[float], list[float]]:
+        """[-1, 1] per action (the command convention), widened where the data goes beyond it."""
+        low = np.minimum(self.action.min(0), -1.0)
+        high = np.maximum(self.action.max(0), 1.0)
+        return low.astype(np.float64).tolist(), high.astype(np.float64).tolist()
+
+
+def chunk_targets(actions: np.ndarray, chunk_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each step t, actions[t : t+chunk] padded by repeating the last one, and its mask."""
+    steps = len(actions)
+    index = np.arange(steps)[:, None] + np.arange(chunk_length)[None, :]
+    return actions[np.minimum(index, steps - 1)], index < steps
+
+
+def _skip_reason(episode: Episode, arrays: dict[str, np.ndarray], layout: EpisodeLayout | None,
+                 rate: float | None) -> str | None:
+    if episode.outcome not in ("success", "failure"):
+        return "unlabeled"
+    if episode.steps == 0:
+        return "empty"
+    if layout is not None and episode.layout != layout:
+        return "layout_mismatch"
+    if rate is not None and float(episode.meta["control_rate_hz"]) != rate:
+        return "rate_mismatch"
+    if not (np.isfinite(arrays["state"]).all() and np.isfinite(arrays["action"]).all()):
+        return "non_finite"
+    return None
+
+
+def load_dataset(store_root: str | os.PathLike, cfg: DatasetConfig,
+                 layout: EpisodeLayout | None = None) -> Dataset:
+    """Load every usable committed episode of the store.
+
+    `layout` pins the expected cameras/state/action names (e.g. the pretrained
+    policy's); by default the first usable episode sets it. Raises ValueError
+    when nothing usable is left, naming the skip counts.
+    """
+    store = EpisodeStore(store_root, create=False)
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    kept: list[tuple[Episode, dict[str, np.ndarray]]] = []
+    rate = None
+    for episode_id in store.episode_ids():
+        try:
+            episode = store.open(episode_id)
+            arrays = {name: episode.array(name) for name in ("state", "action", "intervention")}
+        except (EpisodeError, KeyError, ValueError, OSError) as err:
+            log.warning("skipping episode %s: %s", episode_id, err)
+            skipped["unreadable"] += 1
+            continue
+        reason = _skip_reason(episode, arrays, layout, rate)
+        if reason:
+            log.info("skipping episode %s: %s", episode_id, reason)
+            skipped[reason] += 1
+            continue
+        layout = episode.layout
+        rate = float(episode.meta["control_rate_hz"])
+        kept.append((episode, arrays))
+    if not kept:
+        raise ValueError(f"{store.root}: no usable episodes (skipped: {skipped})")
+    return _assemble(kept, layout, rate, cfg.chunk_length, skipped)
+
+
+def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: EpisodeLayout, rate: float,
+              chunk_length: int, skipped: dict[str, int]) -> Dataset:
+    tasks = sorted({episode.task for episode, _ in kept})
+    task_of = {task: i for i, task in enumerate(tasks)}
+    infos, chunks, masks, start = [], [], [], 0
+    for i, (episode, arrays) in enumerate(kept):
+        infos.append(EpisodeInfo(episode.episode_id, task_of[episode.task], episode.outcome == "success",
+                                 episode.steps, start, str(episode.meta.get("policy_version", ""))))
+        chunk, mask = chunk_targets(arrays["action"], chunk_length)
+        chunks.append(chunk)
+        masks.append(mask)
+        start += episode.steps
+    lengths = np.array([info.length for info in infos])
+
+    def per_step(values) -> np.ndarray:
+        return np.repeat(np.asarray(values), lengths)
+
+    return Dataset(
+        layout=layout,
+        control_rate_hz=rate,
+        tasks=tasks,
+        episodes=infos,
+        images={cam: np.concatenate([episode.images(cam) for episode, _ in kept]) for cam in layout.cameras},
+        state=np.concatenate([arrays["state"] for _, arrays in kept]).astype(np.float32),
+        action=np.concatenate([arrays["action"] for _, arrays in kept]).astype(np.float32),
+        action_chunk=np.concatenate(chunks).astype(np.float32),
+        chunk_mask=np.concatenate(masks),
+        task_index=per_step([info.task_index for info in infos]).astype(np.int64),
+        episode_index=per_step(np.arange(len(infos))).astype(np.int64),
+        step_index=np.concatenate([np.arange(n) for n in lengths]).astype(np.int64),
+        episode_length=per_step(lengths).astype(np.int64),
+        intervention=np.concatenate([arrays["intervention"] for _, arrays in kept]).astype(bool),
+        success=per_step([info.success for info in infos]).astype(bool),
+        skipped=skipped,
+    )

@@ -1,0 +1,248 @@
+"""The small VLA policy and the distributional value function, in torch.
+
+Both read the same context: one small CNN per camera (each camera's last feature
+map becomes a few tokens), an instruction token (the 384-d sentence embedding
+through a linear layer) and a proprio token, mixed by a transformer trunk.
+
+The policy's flow-matching action head attends to those context tokens and
+carries the advantage indicator {negative, positive, null} as its own token, so
+classifier-free guidance re-runs only the head, never the trunk or the CNNs.
+
+Flow-matching convention (ours, fixed here): x_t = t * a + (1 - t) * noise with
+t ~ U(0, 1); the head predicts the velocity a - noise; sampling integrates
+dx/dt = v with K Euler steps from x_0 = noise at t = 0 to x_1 at t = 1.
+
+Every op is plain (conv, linear, matmul, softmax, layer norm) so the legacy ONNX
+exporter maps it one-to-one and ONNX Runtime reproduces torch to ~1e-6.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .recap import NULL, NUM_BINS, POSITIVE, bin_centers
+from .text import EMBEDDING_DIM
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the networks read and write; comes from the dataset's layout."""
+
+    cameras: tuple[tuple[str, int, int], ...]   # (name, height, width), in graph input order
+    state_dim: int
+    action_dim: int
+    chunk_length: int
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes. The defaults are tuned so one training run fits ~100 s on 2 CPU cores (see train.py)."""
+
+    d_model: int = 128
+    heads: int = 4
+    trunk_layers: int = 2
+    head_layers: int = 2
+    image_pool: int = 2                                   # average-pool factor applied to raw pixels first
+    cnn_channels: tuple[int, ...] = (16, 32, 64, 64)      # one stride-2 3x3 conv per entry
+
+
+class Attention(nn.Module):
+    """Multi-head attention from explicit matmuls (exports to plain ONNX ops)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        def split(t: torch.Tensor) -> torch.Tensor:        # [B, N, d] -> [B, heads, N, d/heads]
+            return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+        q = split(self.q(x))
+        k, v = (split(t) for t in self.kv(context).chunk(2, dim=-1))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        return self.out((weights @ v).transpose(1, 2).flatten(2))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; with `cross=True` it also attends to a context sequence."""
+
+    def __init__(self, d: int, heads: int, cross: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = Attention(d, heads)
+        self.cross = Attention(d, heads) if cross else None
+        self.norm_cross = nn.LayerNorm(d) if cross else None
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x), context)
+        return x + self.mlp(self.norm2(x))
+
+
+class CameraEncoder(nn.Module):
+    """uint8 [B,H,W,3] -> tokens [B, h*w, d]: one token per cell of the last feature map."""
+
+    def __init__(self, height: int, width: int, cfg: NetConfig):
+        super().__init__()
+        self.pool = cfg.image_pool
+        layers, channels = [], 3
+        for out in cfg.cnn_channels:
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.ReLU()]
+            channels = out
+        self.cnn = nn.Sequential(*layers)
+        h, w = height // self.pool, width // self.pool
+        for _ in cfg.cnn_channels:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.proj = nn.Linear(channels, cfg.d_model)
+        self.position = nn.Parameter(torch.randn(h * w, cfg.d_model) * 0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float() / 255.0
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
+        features = self.cnn(x).flatten(2).transpose(1, 2)
+        return self.proj(features) + self.position
+
+
+class ContextEncoder(nn.Module):
+    """Cameras + instruction + proprio -> context tokens [B, N, d] through the trunk."""
+
+    def __init__(self, spec: InputSpec, cfg: NetConfig):
+        super().__init__()
+        self.cameras = nn.ModuleList(CameraEncoder(h, w, cfg) for _, h, w in spec.cameras)
+        self.instruction = nn.Linear(EMBEDDING_DIM, cfg.d_model)
+        self.proprio = nn.Sequential(nn.Linear(spec.state_dim, cfg.d_model), nn.GELU(),
+                                     nn.Linear(cfg.d_model, cfg.d_model))
+        self.kind = nn.Parameter(torch.randn(2, cfg.d_model) * 0.02)   # marks instruction vs proprio token
+        self.trunk = nn.ModuleList(Block(cfg.d_model, cfg.heads) for _ in range(cfg.trunk_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
+        tokens = [encoder(image) for encoder, image in zip(self.cameras, images)]
+        tokens.append((self.instruction(task_embedding) + self.kind[0]).unsqueeze(1))
+        tokens.append((self.proprio(state) + self.kind[1]).unsqueeze(1))
+        x = torch.cat(tokens, dim=1)
+        for block in self.trunk:
+            x = block(x)
+        return self.norm(x)
+
+
+def time_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of flow time t in [0, 1], [B] -> [B, dim]."""
+    freqs = torch.exp(torch.arange(dim // 2, dtype=torch.float32, device=t.device) * (-math.log(1000.0) / (dim // 2)))
+    angles = t[:, None] * 1000.0 * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class VLAPolicy(nn.Module):
+    """Context encoder + indicator-conditioned flow-matching head over an action chunk [chunk, A]."""
+
+    def __init__(self, spec: InputSpec, cfg: NetConfig):
+        super().__init__()
+        self.spec, self.cfg = spec, cfg
+        d = cfg.d_model
+        self.encoder = ContextEncoder(spec, cfg)
+        self.indicator = nn.Embedding(3, d)
+        self.action_in = nn.Linear(spec.action_dim, d)
+        self.action_position = nn.Parameter(torch.randn(spec.chunk_length, d) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.head = nn.ModuleList(Block(d, cfg.heads, cross=True) for _ in range(cfg.head_layers))
+        self.action_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.action_dim))
+
+    def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        """Predicted velocity [B, chunk, A] at noisy chunk x, flow time t [B], indicator [B] (0/1/2)."""
+        time = self.time_mlp(time_features(t, self.cfg.d_model))
+        actions = self.action_in(x) + self.action_position + time[:, None, :]
+        h = torch.cat([self.indicator(indicator)[:, None, :], actions], dim=1)
+        for block in self.head:
+            h = block(h, context)
+        return self.action_out(h[:, 1:])
+
+    def loss(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
+             actions: torch.Tensor, mask: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        """Flow-matching MSE on the (normalized) action chunk; padded chunk steps do not count."""
+        context = self.encoder(images, state, task_embedding)
+        noise = torch.randn_like(actions)
+        t = torch.rand(actions.shape[0], device=actions.device)
+        x_t = t[:, None, None] * actions + (1 - t[:, None, None]) * noise
+        error = (self.velocity(context, x_t, t, indicator) - (actions - noise)).pow(2).mean(-1)
+        return (error * mask).sum() / mask.sum().clamp(min=1)
+
+    def sample(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
+               noise: torch.Tensor, steps: int, beta: torch.Tensor | None) -> torch.Tensor:
+        """Denoise `noise` [B, chunk, A] with `steps` Euler steps.
+
+        beta None: unconditional (null indicator), the behaviour-cloning policy.
+        Otherwise CFG v = v_null + beta * (v_pos - v_null); beta = 1 is plain
+        positive conditioning. Both branches run as one doubled batch of the head.
+        """
+        context = self.encoder(images, state, task_embedding)
+        x = noise
+        if beta is not None:
+            context = torch.cat([context, context])
+            indicator = torch.cat([torch.full_like(state[:, 0], POSITIVE, dtype=torch.long),
+                                   torch.full_like(state[:, 0], NULL, dtype=torch.long)])
+        else:
+            indicator = torch.full_like(state[:, 0], NULL, dtype=torch.long)
+        for k in range(steps):
+            t = torch.full_like(indicator, 0, dtype=torch.float32) + k / steps
+            if beta is None:
+                v = self.velocity(context, x, t, indicator)
+            else:
+                v_pos, v_null = self.velocity(context, torch.cat([x, x]), t, indicator).unflatten(0, (2, -1))
+                v = v_null + beta * (v_pos - v_null)
+            x = x + v / steps
+        return x
+
+
+class ValueNet(nn.Module):
+    """Distributional value p(V | o, instruction) over NUM_BINS bins spanning [-1, 0]."""
+
+    def __init__(self, spec: InputSpec, cfg: NetConfig):
+        super().__init__()
+        self.spec, self.cfg = spec, cfg
+        self.encoder = ContextEncoder(spec, cfg)
+        self.readout = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
+                                     nn.Linear(cfg.d_model, NUM_BINS))
+        self.register_buffer("centers", torch.tensor(bin_centers(NUM_BINS), dtype=torch.float32), persistent=False)
+
+    def logits(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.encoder(images, state, task_embedding).mean(dim=1))
+
+    def value(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
+        """Expected normalized value V = sum_b p(b) v(b), [B]."""
+        return torch.softmax(self.logits(images, state, task_embedding), dim=-1) @ self.centers
+
+
+class PolicyGraph(nn.Module):
+    """The ONNX signature of the bundle around a VLAPolicy (see robot_runtime.bundle).
+
+    forward(image_<camera>..., state, task, noise[, beta]) -> actions, with the
+    task table baked in as a constant and the K-step denoising loop unrolled.
+    """
+
+    def __init__(self, policy: VLAPolicy, task_table: torch.Tensor, conditioning_mode: str, steps: int):
+        super().__init__()
+        if conditioning_mode not in ("none", "advantage"):
+            raise ValueError(f"conditioning_mode '{conditioning_mode}' must be 'none' or 'advantage'")
+        self.policy = policy
+        self.register_buffer("task_table", task_table.float())
+        self.advantage = conditioning_mode == "advantage"
+        self.steps = steps
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        cameras = len(self.policy.spec.cameras)
+        images, (state, task, noise) = list(inputs[:cameras]), inputs[cameras:cameras + 3]
+        beta = inputs[cameras + 3] if self.advantage else None
+        return self.policy.sample(images, state, self.task_table[task], noise, self.steps, beta)

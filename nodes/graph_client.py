@@ -1,0 +1,120 @@
+"""A client of a running graph: start episodes, wait for their end and commit, set parameters.
+
+Used by the demo, the benchmark's DDS mode and the tests; it is what an operator
+console or a fleet agent does over ROS 2 services, topics and parameters.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from robot_runtime.nodes import ros_io
+
+
+class GraphClient:
+    def __init__(self, name: str = "graph_client"):
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = Node(name)
+        self._lock = threading.Condition()
+        self.events: list[dict] = []
+        self.commits: dict[str, dict] = {}
+        self.policy_status: dict = {}
+        self.node.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC,
+                                      lambda m: self._record(self.events.append, m), ros_io.LATCHED_QOS)
+        self.node.create_subscription(String, ros_io.RECORDER_STATUS_TOPIC, self._on_recorder, ros_io.LATCHED_QOS)
+        self.node.create_subscription(String, ros_io.POLICY_STATUS_TOPIC,
+                                      lambda m: self._record(self._set_policy_status, m), ros_io.LATCHED_QOS)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def _record(self, store, msg: String) -> None:
+        with self._lock:
+            store(ros_io.parse_json_msg(msg))
+            self._lock.notify_all()
+
+    def _set_policy_status(self, status: dict) -> None:
+        self.policy_status = status
+
+    def _on_recorder(self, msg: String) -> None:
+        status = ros_io.parse_json_msg(msg)
+        if status.get("event") == "committed":
+            with self._lock:
+                self.commits[status["episode_id"]] = status
+                self._lock.notify_all()
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        """Block until predicate() is truthy (checked under the lock); returns its value."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not (result := predicate()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+                self._lock.wait(remaining)
+        return result
+
+    def call(self, service_type, name: str, request, timeout: float = 10.0):
+        client = self.node.create_client(service_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} is not available")
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout, f"a reply from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node_name: str, values: dict, timeout: float = 30.0) -> None:
+        """Set parameters on a running node; raises with the node's reason when it refuses."""
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        response = self.call(SetParameters, f"/{node_name}/set_parameters", request, timeout)
+        for (key, _), result in zip(values.items(), response.results):
+            if not result.successful:
+                raise RuntimeError(f"{node_name} refused {key}: {result.reason}")
+
+    def start_episode(self, timeout: float = 30.0) -> str:
+        response = self.call(Trigger, "/sim_robot/start_episode", Trigger.Request(), timeout)
+        if not response.success:
+            raise RuntimeError(f"could not start an episode: {response.message}")
+        return response.message
+
+    def wait_for_end(self, episode_id: str, timeout: float) -> dict:
+        return self.wait_for(lambda: next((e for e in self.events if e.get("event") == "end"
+                                           and e.get("episode_id") == episode_id), None),
+                             timeout, f"the end of episode {episode_id}")
+
+    def wait_for_commit(self, episode_id: str, timeout: float = 30.0) -> dict:
+        return self.wait_for(lambda: self.commits.get(episode_id), timeout, f"the commit of {episode_id}")
+
+    def run_episode(self, timeout: float = 120.0) -> tuple[dict, dict]:
+        """Start an episode, wait for it to end and be committed: (end event, commit status)."""
+        episode_id = self.start_episode()
+        end = self.wait_for_end(episode_id, timeout)
+        return end, self.wait_for_commit(episode_id)
+
+    def wait_for_graph(self, nodes: list[str], timeout: float = 60.0) -> None:
+        """Wait until every node's parameter service answers (the node finished starting)."""
+        deadline = time.monotonic() + timeout
+        for name in nodes:
+            client = self.node.create_client(SetParameters, f"/{name}/set_parameters")
+            try:
+                if not client.wait_for_service(timeout_sec=max(0.1, deadline - time.monotonic())):
+                    raise TimeoutError(f"node {name} did not come up within {timeout:.0f} s")
+            finally:
+                self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()

@@ -1,0 +1,130 @@
+"""recorder: writes every episode (frames, state, commands, interventions, outcome) to Zarr.
+
+Joins the robot's observations with the command it executed (and the policy's
+proposal) by stamp, hands whole steps to a writer thread, and commits the
+episode when the robot announces its end: success -> 'success', anything else
+-> 'failure'. Committed episodes are announced on `recorder/status`.
+"""
+from __future__ import annotations
+
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from robot_runtime.assembler import StepAssembler
+from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore
+from robot_runtime.nodes import ros_io
+from robot_runtime.nodes.parameters import declare
+from robot_runtime.recording import AsyncRecorder
+from robot_runtime.teleop import OPERATOR
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder")
+        store_path = declare(self, "store_path", "episodes", "episode store directory", read_only=True)
+        cameras = declare(self, "cameras", ["corner", "gripperPOV"], "cameras to record", read_only=True)
+        image_size = declare(self, "image_size", 96, "square image size of every camera", read_only=True)
+        state_names = declare(self, "state_names", [""], "state entries to record, in order", read_only=True)
+        action_names = declare(self, "action_names", [""], "command entries to record, in order", read_only=True)
+        executed_topic = declare(self, "executed_topic", ros_io.ROBOT_EXECUTED_TOPIC,
+                                 "what the robot executed: robot/executed if the driver reports it, "
+                                 "else robot/command (the mux output)", read_only=True)
+        self.layout = EpisodeLayout(cameras={c: (image_size, image_size) for c in cameras},
+                                    state_names=tuple(state_names), action_names=tuple(action_names))
+        self.store = EpisodeStore(store_path)
+        quarantined = self.store.quarantine_incomplete()
+        if quarantined:
+            self.get_logger().warning(f"moved {len(quarantined)} incomplete episode(s) to quarantine: {quarantined}")
+        self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
+                                      on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
+        self.assembler: StepAssembler | None = None
+        self.policy_version = ""
+        self.status_pub = self.create_publisher(String, ros_io.RECORDER_STATUS_TOPIC, ros_io.LATCHED_QOS)
+        for camera in cameras:
+            self.create_subscription(Image, ros_io.camera_topic(camera),
+                                     lambda msg, c=camera: self._on_image(c, msg), ros_io.STREAM_QOS)
+        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.STREAM_QOS)
+        self.create_subscription(JointState, executed_topic, self._on_executed, ros_io.STREAM_QOS)
+        self.create_subscription(JointState, ros_io.POLICY_COMMAND_TOPIC, self._on_policy_command,
+                                 ros_io.STREAM_QOS)
+        self.create_subscription(String, ros_io.POLICY_STATUS_TOPIC, self._on_policy_status, ros_io.LATCHED_QOS)
+        self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
+        self.get_logger().info(f"recording to {self.store.root} ({len(self.store.episode_ids())} committed)")
+
+    def _on_policy_status(self, msg: String) -> None:
+        status = ros_io.parse_json_msg(msg)
+        self.policy_version = f"{status['model_id']}@{status['version']}" if status.get("state") == "serving" else ""
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            event = ros_io.parse_json_msg(msg)
+        except ValueError as err:
+            self.get_logger().warning(f"ignoring malformed episode event: {err}")
+            return
+        if event.get("event") == "start":
+            if self.assembler is not None:
+                self._finish("failure", "superseded by a new start")
+            self.assembler = StepAssembler(self.layout)
+            self.recorder.begin(self.layout, EpisodeMetadata(
+                task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
+                control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
+                extra={k: event[k] for k in ("env_name", "seed") if k in event}))
+        elif event.get("event") == "end" and self.assembler is not None:
+            self._finish("success" if event.get("success") else "failure", event.get("reason", ""),
+                         {"held_steps": event.get("held_steps", 0)})
+
+    def _finish(self, outcome: str, reason: str, extra: dict | None = None) -> None:
+        for step in self.assembler.ready(final=True):
+            self.recorder.add(step)
+        counts = self.assembler.counts
+        self.recorder.end(outcome, reason, {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
+                                            "uncommanded_observations": counts.uncommanded_observations})
+        self.assembler = None
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        if self.assembler is not None:
+            try:
+                self.assembler.add_image(camera, ros_io.stamp_ns(msg.header), ros_io.image_from_msg(msg).copy())
+            except ValueError as err:
+                self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
+
+    def _add_vector(self, msg: JointState, names, add) -> None:
+        if self.assembler is None:
+            return
+        try:
+            add(ros_io.stamp_ns(msg.header), ros_io.values_by_name(msg, names))
+        except ValueError as err:
+            self.get_logger().warning(f"dropping message: {err}", throttle_duration_sec=1.0)
+
+    def _on_state(self, msg: JointState) -> None:
+        self._add_vector(msg, self.layout.state_names, lambda s, v: self.assembler.add_state(s, v))
+
+    def _on_policy_command(self, msg: JointState) -> None:
+        self._add_vector(msg, self.layout.action_names, lambda s, v: self.assembler.add_policy_command(s, v))
+
+    def _on_executed(self, msg: JointState) -> None:
+        intervention = msg.header.frame_id == OPERATOR
+        self._add_vector(msg, self.layout.action_names,
+                         lambda s, v: self.assembler.add_command(s, v, intervention))
+        if self.assembler is not None:
+            for step in self.assembler.ready():
+                self.recorder.add(step)
+
+    def _on_commit(self, path, writer) -> None:
+        self.status_pub.publish(ros_io.json_msg(
+            event="committed", episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
+            outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps))
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    ros_io.spin_node(RecorderNode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""scripted_operator: a simulated person with a teleop device (MetaWorld's expert).
+
+Publishes the deadman (`teleop/engaged`) every step and, while engaged, the
+expert's command for the observation. The `mode` parameter switches between
+`demonstrate` (drive every step), `correct` (take over when the robot stalls)
+and `off`.
+"""
+from __future__ import annotations
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+
+from robot_runtime.nodes import ros_io
+from robot_runtime.nodes.parameters import declare
+from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
+from robot_runtime.sim.operator import MODES, OperatorConfig, ScriptedOperator
+
+
+class ScriptedOperatorNode(Node):
+    def __init__(self):
+        super().__init__("scripted_operator")
+        env_name = declare(self, "env_name", "push-v3", "task whose expert to load at start-up")
+        self.config = OperatorConfig(
+            mode=declare(self, "mode", "correct", f"one of {MODES}"),
+            stall_steps=declare(self, "stall_steps", 15, "steps without progress before taking over"),
+            min_progress=declare(self, "min_progress", 0.01, "metres of progress that reset the stall count"),
+            correction_steps=declare(self, "correction_steps", 25, "steps driven per takeover"),
+            action_noise=declare(self, "action_noise", 0.0, "std of noise on the expert's actions"),
+            seed=declare(self, "seed", 0, "noise seed", read_only=True),
+        )
+        self.operator = ScriptedOperator(env_name, self.config)  # ready before the first episode
+        self.engaged_pub = self.create_publisher(Bool, ros_io.TELEOP_ENGAGED_TOPIC, ros_io.STREAM_QOS)
+        self.command_pub = self.create_publisher(JointState, ros_io.TELEOP_COMMAND_TOPIC, ros_io.STREAM_QOS)
+        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.STREAM_QOS)
+        self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "mode" and p.value not in MODES:
+                return SetParametersResult(successful=False, reason=f"mode must be one of {MODES}")
+            if hasattr(self.config, p.name):
+                setattr(self.config, p.name, p.value)
+        return SetParametersResult(successful=True)
+
+    def _on_event(self, msg: String) -> None:
+        event = ros_io.parse_json_msg(msg)
+        if event.get("event") == "start":
+            env_name = event["env_name"]
+            if self.operator.env_name != env_name:
+                self.operator = ScriptedOperator(env_name, self.config)
+            self.operator.reset()
+
+    def _on_state(self, msg: JointState) -> None:
+        engaged, action = self.operator.step(ros_io.values_by_name(msg, STATE_NAMES))
+        self.engaged_pub.publish(Bool(data=engaged))
+        if engaged:
+            self.command_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, ros_io.stamp_ns(msg.header)))
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    ros_io.spin_node(ScriptedOperatorNode())
+
+
+if __name__ == "__main__":
+    main()

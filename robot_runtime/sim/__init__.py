@@ -1,0 +1,1 @@
+"""The simulated robot (MetaWorld in MuJoCo) and its scripted operator."""

@@ -1,0 +1,51 @@
+"""robot_runtime: on-robot runtime (ROS 2 nodes) and the workstation improvement loop.
+
+Three source folders install under one namespace so that no generic name
+(`nodes`, `models`) becomes a top-level module in site-packages:
+  robot_runtime/    -> robot_runtime                  (robot-side library, no ROS, no torch)
+  nodes/            -> robot_runtime.nodes            (thin rclpy nodes)
+  improvement_loop/ -> robot_runtime.improvement_loop (workstation side, torch)
+The same setup.py serves `pip install` and colcon (ament_python); setup.cfg puts
+the node executables in lib/robot_runtime where `ros2 run` looks.
+"""
+from glob import glob
+
+from setuptools import setup
+
+PACKAGE = "robot_runtime"
+NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="On-robot policy runtime and fleet self-improvement loop",
+    python_requires=">=3.10",
+    packages=[
+        PACKAGE,
+        f"{PACKAGE}.nodes",
+        f"{PACKAGE}.improvement_loop",
+    ],
+    package_dir={
+        PACKAGE: "robot_runtime",
+        f"{PACKAGE}.nodes": "nodes",
+        f"{PACKAGE}.improvement_loop": "improvement_loop",
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.md") + glob("models/*.json")),
+    ],
+    install_requires=["numpy", "PyYAML", "zarr>=3", "onnxruntime", "onnx"],
+    zip_safe=False,
+    entry_points={
+        "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
+        + [
+            f"robot-runtime-launch = {PACKAGE}.launcher:main",
+            f"robot-runtime-demo = {PACKAGE}.improvement_loop.demo:main",
+            f"robot-runtime-train = {PACKAGE}.improvement_loop.train:main",
+        ],
+    },
+)
