@@ -56,6 +56,7 @@ class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(d // heads)
         self.q = nn.Linear(d, d)
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
@@ -66,7 +67,7 @@ class Attention(nn.Module):
 
         q = split(self.q(x))
         k, v = (split(t) for t in self.kv(context).chunk(2, dim=-1))
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        weights = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
         return self.out((weights @ v).transpose(1, 2).flatten(2))
 
 
@@ -200,8 +201,8 @@ class VLAPolicy(nn.Module):
             if beta is None:
                 v = self.velocity(context, x, t, indicator)
             else:
-                v_pos, v_null = self.velocity(context, torch.cat([x, x]), t, indicator).unflatten(0, (2, -1))
-                v = v_null + beta * (v_pos - v_null)
+                both = self.velocity(context, torch.cat([x, x]), t, indicator).unflatten(0, (2, -1))
+                v = both[1] + beta * (both[0] - both[1])          # v_null + beta * (v_pos - v_null)
             x = x + v / steps
         return x
 

@@ -7,7 +7,7 @@ Pure numpy functions so the arithmetic is unit-tested without torch. Conventions
   at least as much as the slowest success.
 - Values are normalized per task to [-1, 0] by dividing by `max_length + C_fail`
   (our choice; the paper divides by the maximum episode length). With the
-  default C_fail a success lands in (-0.5, 0] and a failure in [-1, -0.5), so
+  default C_fail a success lands in (-0.5, 0] and a failure in [-1, -0.5], so
   the two outcomes never share a value range and failures sit near -1. The
   paper's divisor alone would push every failure below -1 and onto the bottom bin.
 - Advantages and thresholds work in those normalized units.
@@ -67,11 +67,6 @@ def to_bins(values: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
     """Index of the nearest bin for normalized values (clipped to [-1, 0])."""
     scaled = (np.clip(values, -1.0, 0.0) + 1.0) * (num_bins - 1)
     return np.rint(scaled).astype(np.int64)
-
-
-def expected_value(probs: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
-    """Read-out V = sum_b p(b) v(b) of a distributional value [..., num_bins]."""
-    return np.asarray(probs, dtype=np.float64) @ bin_centers(num_bins)
 
 
 def n_step_advantages(returns: np.ndarray, values: np.ndarray, episode_index: np.ndarray,

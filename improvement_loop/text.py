@@ -63,5 +63,6 @@ class TextEmbedder:
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(get_model_path()), device="cpu")
-        vectors = self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        vectors = self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)

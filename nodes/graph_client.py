@@ -19,6 +19,19 @@ from std_srvs.srv import Trigger
 from robot_runtime.nodes import ros_io
 
 
+# The simulated graph's connections (publishers, subscribers) before episodes can run.
+SIM_NODES = ["sim_robot", "scripted_operator", "teleop_mux", "policy_node", "recorder"]
+SIM_TOPICS = {
+    ros_io.STATE_TOPIC: (1, 3),
+    ros_io.ROBOT_COMMAND_TOPIC: (1, 1),
+    ros_io.ROBOT_EXECUTED_TOPIC: (1, 1),
+    ros_io.POLICY_COMMAND_TOPIC: (1, 2),
+    ros_io.TELEOP_COMMAND_TOPIC: (1, 1),
+    ros_io.TELEOP_ENGAGED_TOPIC: (1, 1),
+    ros_io.EPISODE_EVENTS_TOPIC: (1, 3),
+}
+
+
 class GraphClient:
     def __init__(self, name: str = "graph_client"):
         if not rclpy.ok():
@@ -41,6 +54,10 @@ class GraphClient:
     def _record(self, store, msg: String) -> None:
         with self._lock:
             store(ros_io.parse_json_msg(msg))
+            self._lock.notify_all()
+
+    def _notify(self) -> None:
+        with self._lock:
             self._lock.notify_all()
 
     def _set_policy_status(self, status: dict) -> None:
@@ -70,6 +87,7 @@ class GraphClient:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} is not available")
             future = client.call_async(request)
+            future.add_done_callback(lambda _: self._notify())
             self.wait_for(future.done, timeout, f"a reply from {name}")
             return future.result()
         finally:
@@ -104,8 +122,11 @@ class GraphClient:
         end = self.wait_for_end(episode_id, timeout)
         return end, self.wait_for_commit(episode_id)
 
-    def wait_for_graph(self, nodes: list[str], timeout: float = 60.0) -> None:
-        """Wait until every node's parameter service answers (the node finished starting)."""
+    def wait_for_graph(self, nodes: list[str], topics: dict[str, tuple[int, int]] | None = None,
+                       timeout: float = 60.0) -> None:
+        """Wait until every node's parameter service answers (the node finished starting) and
+        each topic has at least (publishers, subscribers), so the first episode is not spent
+        waiting for DDS discovery."""
         deadline = time.monotonic() + timeout
         for name in nodes:
             client = self.node.create_client(SetParameters, f"/{name}/set_parameters")
@@ -114,6 +135,13 @@ class GraphClient:
                     raise TimeoutError(f"node {name} did not come up within {timeout:.0f} s")
             finally:
                 self.node.destroy_client(client)
+        for topic, (publishers, subscribers) in (topics or {}).items():
+            while (self.node.count_publishers(topic) < publishers
+                   or self.node.count_subscribers(topic) < subscribers):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {topic} did not connect {publishers} publisher(s) "
+                                       f"to {subscribers} subscriber(s) within {timeout:.0f} s")
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._executor.shutdown()

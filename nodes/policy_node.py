@@ -8,7 +8,6 @@ new bundle is rejected and the current one stays.
 """
 from __future__ import annotations
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -21,6 +20,7 @@ from robot_runtime.engine import EngineError
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
+from robot_runtime.sync import ObservationSync
 
 
 class PolicyNode(Node):
@@ -36,7 +36,7 @@ class PolicyNode(Node):
         self.queue: ActionChunkQueue | None = None
         self.task = ""
         self.status = {"state": "idle", "bundle": "", "error": ""}
-        self._images: dict[str, tuple[int, np.ndarray]] = {}
+        self.sync: ObservationSync | None = None
         self._image_subs = []
         self.command_pub = self.create_publisher(JointState, ros_io.POLICY_COMMAND_TOPIC, ros_io.STREAM_QOS)
         self.status_pub = self.create_publisher(String, ros_io.POLICY_STATUS_TOPIC, ros_io.LATCHED_QOS)
@@ -64,6 +64,7 @@ class PolicyNode(Node):
         horizon = self.horizon if self.horizon > 0 else max(1, m.chunk_length // 2)
         self.queue = ActionChunkQueue(min(horizon, m.chunk_length))
         self._subscribe_cameras([c.name for c in m.cameras])
+        self.sync = ObservationSync([c.name for c in m.cameras], int(0.5e9 / m.control_rate_hz))
         self.status.update(state="serving", bundle=str(path), model_id=m.model_id, version=m.version,
                            engine=runner.engine.name, conditioning=m.conditioning_mode, beta=runner.beta,
                            error="", inferences=0)
@@ -76,7 +77,6 @@ class PolicyNode(Node):
     def _subscribe_cameras(self, cameras: list[str]) -> None:
         for sub in self._image_subs:
             self.destroy_subscription(sub)
-        self._images.clear()
         self._image_subs = [
             self.create_subscription(Image, ros_io.camera_topic(c), lambda msg, c=c: self._on_image(c, msg),
                                      ros_io.LATEST_QOS)
@@ -128,40 +128,41 @@ class PolicyNode(Node):
             self._publish_status()
 
     def _on_image(self, camera: str, msg: Image) -> None:
+        if self.sync is None:
+            return
         try:
-            self._images[camera] = (ros_io.stamp_ns(msg.header), ros_io.image_from_msg(msg))
+            image = ros_io.image_from_msg(msg)
         except ValueError as err:
             self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
+            return
+        self._act(self.sync.add_image(camera, ros_io.stamp_ns(msg.header), image))
 
     def _on_state(self, msg: JointState) -> None:
         runner = self.runner
         if runner is None or runner.task_index is None:
             return
-        stamp = ros_io.stamp_ns(msg.header)
         try:
             state = ros_io.values_by_name(msg, runner.manifest.state_names)
+        except ValueError as err:
+            self.get_logger().error(f"holding: {err}", throttle_duration_sec=1.0)
+            return
+        self._act(self.sync.add_state(ros_io.stamp_ns(msg.header), state))
+
+    def _act(self, observation) -> None:
+        """Publish the command for a complete observation (state + frames of the same moment)."""
+        if observation is None or self.runner is None or self.runner.task_index is None:
+            return
+        stamp, state, images = observation
+        runner = self.runner
+        try:
             if self.queue.needs_chunk():
-                images = self._fresh_images(stamp, runner)
                 self.queue.push(runner.infer(images, state))
-        except (ValueError, PolicyOutputError) as err:  # PolicyInputError is a ValueError
+        except (PolicyInputError, PolicyOutputError) as err:
             self.get_logger().error(f"holding: {err}", throttle_duration_sec=1.0)
             self.queue.clear()
             return
         action = self.queue.pop()
         self.command_pub.publish(ros_io.joint_state_msg(runner.manifest.action_names, action, stamp))
-
-    def _fresh_images(self, stamp: int, runner: PolicyRunner) -> dict[str, np.ndarray]:
-        """Images no older than one control period before the state; otherwise refuse to act."""
-        max_age = 1.5e9 / runner.manifest.control_rate_hz
-        images = {}
-        for cam in runner.manifest.cameras:
-            if cam.name not in self._images:
-                raise PolicyInputError(f"no image yet from camera '{cam.name}'")
-            image_stamp, image = self._images[cam.name]
-            if stamp - image_stamp > max_age:
-                raise PolicyInputError(f"camera '{cam.name}' image is {(stamp - image_stamp) / 1e6:.0f} ms old")
-            images[cam.name] = image
-        return images
 
 
 def main(args=None):

@@ -7,6 +7,8 @@ episode when the robot announces its end: success -> 'success', anything else
 """
 from __future__ import annotations
 
+import time
+
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -17,7 +19,9 @@ from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.recording import AsyncRecorder
-from robot_runtime.teleop import OPERATOR
+
+END_GRACE_S = 1.0
+IDLE_BUFFER_NS = 2_000_000_000
 
 
 class RecorderNode(Node):
@@ -39,7 +43,10 @@ class RecorderNode(Node):
             self.get_logger().warning(f"moved {len(quarantined)} incomplete episode(s) to quarantine: {quarantined}")
         self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
                                       on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
-        self.assembler: StepAssembler | None = None
+        self.assembler = StepAssembler(self.layout)
+        self.recording = False
+        self._ending: tuple[dict, float] | None = None
+        self.create_timer(0.1, self._maybe_finish)
         self.policy_version = ""
         self.status_pub = self.create_publisher(String, ros_io.RECORDER_STATUS_TOPIC, ros_io.LATCHED_QOS)
         for camera in cameras:
@@ -64,16 +71,34 @@ class RecorderNode(Node):
             self.get_logger().warning(f"ignoring malformed episode event: {err}")
             return
         if event.get("event") == "start":
-            if self.assembler is not None:
+            self._maybe_finish(force=True)
+            if self.recording:
                 self._finish("failure", "superseded by a new start")
-            self.assembler = StepAssembler(self.layout)
+            # Observations of this episode may have arrived before its announcement: keep them.
+            rate = float(event.get("control_rate_hz", 0.0)) or 10.0
+            self.assembler.restart(int(event.get("stamp_ns", 0)), tolerance_ns=int(0.5e9 / rate))
+            self.recording = True
             self.recorder.begin(self.layout, EpisodeMetadata(
                 task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
                 control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
                 extra={k: event[k] for k in ("env_name", "seed") if k in event}))
-        elif event.get("event") == "end" and self.assembler is not None:
-            self._finish("success" if event.get("success") else "failure", event.get("reason", ""),
-                         {"held_steps": event.get("held_steps", 0)})
+        elif event.get("event") == "end" and self.recording:
+            # Messages on other topics may still be in flight: wait for the step count the
+            # robot announced (or a grace period) before committing.
+            self._ending = (event, time.monotonic() + END_GRACE_S)
+            self._maybe_finish()
+
+    def _maybe_finish(self, force: bool = False) -> None:
+        if self._ending is None:
+            if not self.recording:  # idle: bound what a continuously publishing robot leaves here
+                self.assembler.prune(self.get_clock().now().nanoseconds - IDLE_BUFFER_NS)
+            return
+        event, deadline = self._ending
+        if not force and self.assembler.counts.commands < event.get("steps", 0) and time.monotonic() < deadline:
+            return
+        self._ending = None
+        self._finish("success" if event.get("success") else "failure", event.get("reason", ""),
+                     {"held_steps": event.get("held_steps", 0)})
 
     def _finish(self, outcome: str, reason: str, extra: dict | None = None) -> None:
         for step in self.assembler.ready(final=True):
@@ -81,36 +106,40 @@ class RecorderNode(Node):
         counts = self.assembler.counts
         self.recorder.end(outcome, reason, {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
                                             "uncommanded_observations": counts.uncommanded_observations})
-        self.assembler = None
+        self.recording = False
 
     def _on_image(self, camera: str, msg: Image) -> None:
-        if self.assembler is not None:
-            try:
-                self.assembler.add_image(camera, ros_io.stamp_ns(msg.header), ros_io.image_from_msg(msg).copy())
-            except ValueError as err:
-                self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
-
-    def _add_vector(self, msg: JointState, names, add) -> None:
-        if self.assembler is None:
-            return
         try:
-            add(ros_io.stamp_ns(msg.header), ros_io.values_by_name(msg, names))
+            self.assembler.add_image(camera, ros_io.stamp_ns(msg.header), ros_io.image_from_msg(msg).copy())
+        except ValueError as err:
+            self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
+
+    def _vector(self, msg: JointState, names):
+        try:
+            return ros_io.stamp_ns(msg.header), ros_io.values_by_name(msg, names)
         except ValueError as err:
             self.get_logger().warning(f"dropping message: {err}", throttle_duration_sec=1.0)
+            return None, None
 
     def _on_state(self, msg: JointState) -> None:
-        self._add_vector(msg, self.layout.state_names, lambda s, v: self.assembler.add_state(s, v))
+        stamp, state = self._vector(msg, self.layout.state_names)
+        if stamp is not None:
+            self.assembler.add_state(stamp, state)
 
     def _on_policy_command(self, msg: JointState) -> None:
-        self._add_vector(msg, self.layout.action_names, lambda s, v: self.assembler.add_policy_command(s, v))
+        stamp, action = self._vector(msg, self.layout.action_names)
+        if stamp is not None:
+            self.assembler.add_policy_command(stamp, action)
 
     def _on_executed(self, msg: JointState) -> None:
-        intervention = msg.header.frame_id == OPERATOR
-        self._add_vector(msg, self.layout.action_names,
-                         lambda s, v: self.assembler.add_command(s, v, intervention))
-        if self.assembler is not None:
+        stamp, action = self._vector(msg, self.layout.action_names)
+        if stamp is None:
+            return
+        self.assembler.add_command(stamp, action, msg.header.frame_id)
+        if self.recording:
             for step in self.assembler.ready():
                 self.recorder.add(step)
+            self._maybe_finish()
 
     def _on_commit(self, path, writer) -> None:
         self.status_pub.publish(ros_io.json_msg(

@@ -18,6 +18,7 @@ from robot_runtime.episode import new_episode_id
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot, SimConfig
+from robot_runtime.teleop import HOLD
 
 
 class SimRobotNode(Node):
@@ -75,7 +76,8 @@ class SimRobotNode(Node):
         self._hold[:] = 0.0
         self.event_pub.publish(ros_io.json_msg(
             event="start", episode_id=self.episode_id, task=self.robot.instruction, env_name=self.config.env_name,
-            seed=seed, robot_id=self.robot_id, control_rate_hz=self.rate))
+            seed=seed, robot_id=self.robot_id, control_rate_hz=self.rate,
+            stamp_ns=self.get_clock().now().nanoseconds))
         response.success, response.message = True, self.episode_id
         return response
 
@@ -101,7 +103,7 @@ class SimRobotNode(Node):
                 _, action, source = command
                 self._hold[3] = action[3]  # a hold keeps the gripper as last commanded
             else:
-                action, source = self._hold.copy(), "hold"
+                action, source = self._hold.copy(), HOLD
                 self._held_steps += 1
             self._observation = self.robot.step(action)
             self.executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, self._last_stamp, source))

@@ -1,7 +1,9 @@
 """teleop_mux: forwards the policy's commands unless the operator holds the deadman.
 
-While `teleop/engaged` is asserted (and fresh), the operator's commands go to the
-robot and the policy's are dropped; each executed command names its source in
+While the operator holds the deadman (`teleop/engaged` true and fresh; a teleop
+command counts as a deadman assertion too, since devices publish commands only
+while it is held, and arrives atomically with the command), the operator's
+commands go to the robot and the policy's are dropped; each executed command names its source in
 `header.frame_id`, which the recorder stores as the intervention flag. When the
 operator releases, the policy's next command (planned from the current
 observation) goes through, so control returns without replaying a stale plan.
@@ -39,6 +41,8 @@ class TeleopMuxNode(Node):
         self.arbiter.set_engaged(bool(msg.data), self._now())
 
     def _on_command(self, sender: str, msg: JointState) -> None:
+        if sender == OPERATOR:  # devices publish commands only while the deadman is held
+            self.arbiter.set_engaged(True, self._now())
         if not self.arbiter.accepts(sender, self._now()):
             return
         if len(msg.name) != len(msg.position) or not np.all(np.isfinite(msg.position)):

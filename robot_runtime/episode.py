@@ -1,8 +1,10 @@
 """Contract 1, the episode: how one robot episode is stored in Zarr, for both halves.
 
 A store is a directory. Each episode is a Zarr v3 group `episodes/<episode_id>/`
-whose per-step arrays (`timestamp`, `state`, `action`, `policy_action`,
-`intervention`, `images/<camera>`) all have one row per control step, and whose
+whose per-step arrays (`timestamp`, `state`, `action` as executed,
+`policy_action` as proposed, `intervention` (the operator commanded), `held` (no
+command came in time, the robot held), `images/<camera>`) all have one row per
+control step, and whose
 attributes hold the metadata (task, robot, policy version, outcome, ...).
 It is written under `staging/`, then `commit.json` (schema version, step count) is
 flushed last and the group is moved into `episodes/` by an atomic rename; readers
@@ -47,6 +49,7 @@ class EpisodeLayout:
             "action": ((len(self.action_names),), np.dtype("float32")),
             "policy_action": ((len(self.action_names),), np.dtype("float32")),
             "intervention": ((), np.dtype("bool")),
+            "held": ((), np.dtype("bool")),
         }
         for name, (height, width) in self.cameras.items():
             spec[f"images/{name}"] = ((height, width, 3), np.dtype("uint8"))
@@ -70,7 +73,8 @@ class EpisodeLayout:
 
 @dataclass
 class Step:
-    """One control step as the recorder saw it. `policy_action` is None when no policy ran."""
+    """One control step as the recorder saw it. `policy_action` is None when no policy ran;
+    `intervention` marks operator commands, `held` steps where the robot got no command in time."""
 
     timestamp: float
     images: dict[str, np.ndarray]
@@ -78,6 +82,7 @@ class Step:
     action: np.ndarray
     policy_action: np.ndarray | None = None
     intervention: bool = False
+    held: bool = False
 
 
 @dataclass
@@ -195,6 +200,7 @@ class EpisodeWriter:
             "policy_action": (np.full(len(self.layout.action_names), np.nan, np.float32)
                               if step.policy_action is None else step.policy_action),
             "intervention": step.intervention,
+            "held": step.held,
         }
         missing = set(self.layout.cameras) - set(step.images)
         if missing:

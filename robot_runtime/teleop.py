@@ -6,7 +6,8 @@ back instead of freezing it on the operator's last command.
 """
 from __future__ import annotations
 
-POLICY, OPERATOR = "policy", "operator"
+# Command sources, as carried in the executed command's header.frame_id.
+POLICY, OPERATOR, HOLD = "policy", "operator", "hold"
 
 
 class TeleopArbiter:

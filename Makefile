@@ -1,0 +1,28 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` and `make test`.
+# Each creates .venv and installs the pinned dependencies (requirements/) on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+export HF_HUB_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv demo test benchmarks clean
+
+$(STAMP): requirements/*.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m robot_runtime.improvement_loop.demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) demo_output build *.egg-info

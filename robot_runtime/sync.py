@@ -1,0 +1,63 @@
+"""Pairing a state with the camera images taken at (about) the same time.
+
+Robots publish joint states and camera frames on separate topics with their own
+stamps, and they arrive in any order. A policy must act on a state together
+with the frames taken within `tolerance_ns` of it: acting on the previous frame
+because its callback ran first would feed it a stale picture.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def nearest(items: dict[int, T] | deque, stamp: int, tolerance_ns: int) -> tuple[int, T] | None:
+    """The (stamp, item) closest to `stamp` within the tolerance, from a dict or (stamp, item) deque."""
+    pairs = items.items() if isinstance(items, dict) else items
+    best = min(pairs, key=lambda p: abs(p[0] - stamp), default=None)
+    if best is None or abs(best[0] - stamp) > tolerance_ns:
+        return None
+    return best
+
+
+class ObservationSync:
+    def __init__(self, cameras: list[str], tolerance_ns: int, history: int = 8):
+        self.cameras = list(cameras)
+        self.tolerance_ns = tolerance_ns
+        self._images = {c: deque(maxlen=history) for c in self.cameras}
+        self._pending: tuple[int, np.ndarray] | None = None
+        self.superseded = 0  # states dropped because their frames never came
+
+    def add_image(self, camera: str, stamp_ns: int, image: np.ndarray):
+        if camera in self._images:
+            self._images[camera].append((stamp_ns, image))
+        return self._complete()
+
+    def add_state(self, stamp_ns: int, state: np.ndarray):
+        """Returns (stamp, state, images) if the frames are already here, else waits for them."""
+        if self._pending is not None:
+            self.superseded += 1
+        self._pending = (stamp_ns, state)
+        return self._complete()
+
+    def _complete(self):
+        if self._pending is None:
+            return None
+        stamp, state = self._pending
+        images = {}
+        for camera in self.cameras:
+            match = nearest(self._images[camera], stamp, self.tolerance_ns)
+            if match is None:
+                return None
+            images[camera] = match[1]
+        self._pending = None
+        return stamp, state, images
+
+    def clear(self) -> None:
+        self._pending = None
+        for q in self._images.values():
+            q.clear()

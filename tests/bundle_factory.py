@@ -1,0 +1,84 @@
+"""A small, real ONNX policy that satisfies the bundle contract, built without torch.
+
+actions[b, k, :] = tanh(state[b] @ W + bias) for every chunk step k; the image,
+task, noise and beta inputs are consumed (times zero) so the graph's signature is
+exactly what the manifest implies. Lets robot-side tests run real ONNX Runtime
+without the workstation half.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from robot_runtime.bundle import Camera, Manifest, Normalization, write_bundle
+from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruction_for
+
+
+def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chunk: int, advantage: bool,
+                    weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    inputs = [helper.make_tensor_value_info(f"image_{c.name}", TensorProto.UINT8, ["B", c.height, c.width, 3])
+              for c in cameras]
+    inputs += [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["B", state_dim]),
+               helper.make_tensor_value_info("task", TensorProto.INT64, ["B"]),
+               helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["B", chunk, action_dim])]
+    if advantage:
+        inputs.append(helper.make_tensor_value_info("beta", TensorProto.FLOAT, []))
+    output = helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["B", chunk, action_dim])
+    init = [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.ravel()),
+            helper.make_tensor("bias", TensorProto.FLOAT, bias.shape, bias),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("axes1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("axes12", TensorProto.INT64, [2], [1, 2])]
+    nodes = [helper.make_node("MatMul", ["state", "W"], ["sw"]),
+             helper.make_node("Add", ["sw", "bias"], ["swb"]),
+             helper.make_node("Tanh", ["swb"], ["act"]),
+             helper.make_node("Unsqueeze", ["act", "axes1"], ["act3"]),
+             helper.make_node("Mul", ["noise", "zero"], ["noise0"]),
+             helper.make_node("Add", ["act3", "noise0"], ["acc0"]),
+             helper.make_node("Cast", ["task"], ["taskf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["taskf", "zero"], ["task0"]),
+             helper.make_node("Unsqueeze", ["task0", "axes12"], ["task3"]),
+             helper.make_node("Add", ["acc0", "task3"], ["acc1"])]
+    last = "acc1"
+    for i, cam in enumerate(cameras):
+        nodes += [helper.make_node("Cast", [f"image_{cam.name}"], [f"imf{i}"], to=TensorProto.FLOAT),
+                  helper.make_node("ReduceMean", [f"imf{i}"], [f"imm{i}"], keepdims=0, axes=[1, 2, 3]),
+                  helper.make_node("Mul", [f"imm{i}", "zero"], [f"im0{i}"]),
+                  helper.make_node("Unsqueeze", [f"im0{i}", "axes12"], [f"im3{i}"]),
+                  helper.make_node("Add", [last, f"im3{i}"], [f"acc_im{i}"])]
+        last = f"acc_im{i}"
+    if advantage:
+        nodes += [helper.make_node("Mul", ["beta", "zero"], ["beta0"]),
+                  helper.make_node("Add", [last, "beta0"], ["acc_beta"])]
+        last = "acc_beta"
+    nodes.append(helper.make_node("Identity", [last], ["actions"]))
+    graph = helper.make_graph(nodes, "reference_policy", inputs, [output], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96)), state_names=STATE_NAMES,
+                          action_names=ACTION_NAMES, tasks=(instruction_for("push-v3"),), chunk_length: int = 8,
+                          conditioning: str = "none", control_rate_hz: float = 20.0, nan: bool = False,
+                          version: str = "v1", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    cams = [Camera(name, size, size) for name, size in cameras]
+    s, a = len(state_names), len(action_names)
+    weights = rng.normal(0, 0.3, (s, a)).astype(np.float32)
+    bias = np.full(a, np.nan if nan else 0.0, np.float32)
+    model = reference_graph(cams, s, a, chunk_length, conditioning == "advantage", weights, bias)
+    manifest = Manifest(
+        model_id="reference", version=version, cameras=cams, state_names=list(state_names),
+        action_names=list(action_names), action_low=[-1.0] * a, action_high=[1.0] * a,
+        chunk_length=chunk_length, control_rate_hz=control_rate_hz, tasks=list(tasks),
+        normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
+        conditioning_mode=conditioning)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "policy.onnx"
+        onnx.save(model, onnx_path)
+        return write_bundle(path, manifest, {"policy.onnx": onnx_path})

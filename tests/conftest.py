@@ -1,0 +1,7 @@
+import os
+import random
+
+# Every test run talks DDS in its own domain so parallel runs (CI, a developer) never cross.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

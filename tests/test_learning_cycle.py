@@ -1,0 +1,112 @@
+"""pretrain + improve end to end on a few synthetic episodes, with tiny step counts."""
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from robot_runtime.bundle import load_bundle
+from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
+from robot_runtime.improvement_loop.cycle import CycleConfig, CycleResult, improve, pretrain, result_path
+from robot_runtime.improvement_loop.networks import NetConfig
+from robot_runtime.improvement_loop.train import PolicyTrainConfig, TrainConfig, main
+
+LAYOUT = EpisodeLayout({"front": (16, 16)}, ("x", "y", "goal_x", "goal_y"), ("vx", "vy", "grip"))
+SMALL = NetConfig(d_model=32, heads=2, trunk_layers=1, head_layers=1, cnn_channels=(8, 16))
+TASKS = ("push the block to the goal", "reach the goal")
+
+
+def config(beta=1.0):
+    value = TrainConfig(steps=4, batch_size=8, progress=False, net=SMALL)
+    policy = PolicyTrainConfig(steps=4, batch_size=8, progress=False, net=SMALL)
+    return CycleConfig(model_id="tiny", value=value, policy=policy, beta=beta)
+
+
+def write_episode(store, index, outcome, steps=20, stage="demo", layout=LAYOUT, interventions=False):
+    """A point moving toward a goal; the camera sees a bright square at the point."""
+    rng = np.random.default_rng(index)
+    meta = EpisodeMetadata(task=TASKS[index % 2], robot_id="sim", control_rate_hz=10.0, episode_id=f"ep{index:03d}",
+                           policy_version="" if stage == "demo" else "r0", extra={"stage": stage})
+    writer = store.writer(layout, meta)
+    pos, goal = rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)
+    for t in range(steps):
+        action = np.append(np.clip(goal - pos, -0.2, 0.2) * 5, 1.0).astype(np.float32)
+        if stage != "demo" and t < steps // 2:
+            action[:2] += rng.normal(0, 0.5, 2)
+        image = np.zeros((16, 16, 3), np.uint8)
+        row, col = ((pos + 1) * 7.5).astype(int)
+        image[max(0, row - 1):row + 2, max(0, col - 1):col + 2] = 255
+        writer.append(Step(t * 0.1, {"front": image} if layout.cameras else {}, np.concatenate([pos, goal]).astype(
+            np.float32), action, intervention=interventions and t >= steps // 2))
+        pos = pos + 0.04 * action[:2]
+    writer.commit(outcome)
+
+
+@pytest.fixture(scope="module")
+def rounds(tmp_path_factory):
+    root, work = tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("work")
+    store = EpisodeStore(root)
+    for i in range(6):
+        write_episode(store, i, "success")
+    write_episode(store, 6, "unlabeled")
+    pretrained = pretrain(root, work, config())
+    # Round-1 data: autonomous rollouts, some failing, some with an operator taking over.
+    for i in range(7, 13):
+        write_episode(store, i, "failure" if i % 3 == 0 else "success", steps=25, stage="rollout",
+                      interventions=i % 2 == 0)
+    write_episode(store, 13, "success", layout=EpisodeLayout({}, LAYOUT.state_names, LAYOUT.action_names))
+    round1 = improve(root, work, pretrained, config(beta=1.5), round_index=1)
+    return root, work, pretrained, round1
+
+
+def test_pretrain_exports_a_behaviour_cloning_bundle(rounds):
+    _, work, pretrained, _ = rounds
+    bundle = load_bundle(pretrained.bundle_path)
+    m = bundle.manifest
+    assert bundle.path.parent == work / "bundles" and bundle.path.name == f"tiny-{pretrained.version}"
+    assert m.conditioning_mode == "none" and m.parent_version == ""
+    assert m.tasks == sorted(TASKS) and m.chunk_length == 10 and m.control_rate_hz == 10.0
+    assert [c.name for c in m.cameras] == ["front"] and m.action_names == list(LAYOUT.action_names)
+    assert m.action_low == [-1.0] * 3 and m.action_high == [1.0] * 3
+    assert m.training["episodes_used"] == 6 and m.training["episodes_skipped"]["unlabeled"] == 1
+    assert m.training["parity_max_abs_error"] <= 1e-4
+    assert m.normalization.state_std[0] > 0
+    for path in (pretrained.policy_checkpoint, pretrained.value_checkpoint):
+        with safe_open(path, framework="pt") as f:
+            assert json.loads(f.metadata()["info"])["version"] == pretrained.version
+    assert CycleResult.load(result_path(work, 0)) == pretrained
+
+
+def test_improve_exports_an_advantage_bundle_from_the_pretrained_checkpoint(rounds):
+    _, work, pretrained, round1 = rounds
+    m = load_bundle(round1.bundle_path).manifest
+    assert m.conditioning_mode == "advantage" and m.beta == 1.5
+    assert m.parent_version == pretrained.version
+    # Rounds keep the pretrained units, so the pretrained weights still mean the same thing.
+    assert m.normalization == load_bundle(pretrained.bundle_path).manifest.normalization
+    metrics = round1.metrics
+    assert metrics["episodes_used"] == 12
+    assert metrics["episodes_skipped"]["layout_mismatch"] == 1 and metrics["episodes_skipped"]["unlabeled"] == 1
+    assert metrics["n_step"] == 10
+    assert set(metrics["thresholds"]) == set(TASKS)
+    # 40 % of advantage-labelled steps are positive, plus every intervention step.
+    assert 0.4 < metrics["positive_fraction"] <= 0.4 + metrics["intervention_fraction"] + 0.05
+    assert metrics["data_policy_versions"] == {"": 6, "r0": 6}
+    assert metrics["parity_max_abs_error"] <= 1e-4
+    assert round1.policy_checkpoint.startswith(str(work / "round_001"))
+
+
+def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
+    root, work, pretrained, _ = rounds
+    main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "2",
+          "--policy-steps", "2", "--value-steps", "2", "--beta", "2.0", "--model-id", "tiny"])
+    printed = json.loads(capsys.readouterr().out)
+    round2 = CycleResult.load(result_path(work, 2))
+    assert printed == round2.to_json() and round2.round_index == 2
+    assert load_bundle(round2.bundle_path).manifest.parent_version == pretrained.version
+    assert load_bundle(round2.bundle_path).manifest.beta == 2.0
+
+
+def test_improve_needs_a_pretrained_result(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the pretrain stage first"):
+        improve(tmp_path, tmp_path, tmp_path / "missing.json", config(), 1)

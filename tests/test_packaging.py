@@ -1,0 +1,66 @@
+"""Packaging: namespaced imports, registered node executables, launch files that match the graph."""
+import ast
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from robot_runtime.graph import GRAPHS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_robot_half_never_imports_torch(tmp_path):
+    modules = sorted({f"robot_runtime.{p.stem}" for p in (ROOT / "robot_runtime").glob("*.py") if p.stem != "__init__"}
+                     | {f"robot_runtime.nodes.{p.stem}" for p in (ROOT / "nodes").glob("*.py")}
+                     | {"robot_runtime.sim.metaworld_robot", "robot_runtime.sim.operator"})
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
+           "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n" \
+           "assert not bad, bad\nprint(len(sys.modules))"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_wheel_keeps_every_module_under_the_namespace(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    [wheel] = tmp_path.glob("robot_runtime-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top == {"robot_runtime"}
+    assert "robot_runtime/nodes/policy_node.py" in names and "robot_runtime/improvement_loop/__init__.py" in names
+    data = [n for n in names if ".data/data/share/robot_runtime/" in n]
+    assert any(n.endswith("launch/sim.launch.py") for n in data) and any(n.endswith("package.xml") for n in data)
+    assert any(n.endswith("resource_index/packages/robot_runtime") for n in names)
+    entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    for graph in GRAPHS.values():
+        for spec in graph[0]():
+            assert f"{spec.executable} = robot_runtime.nodes.{spec.executable}:main" in entry_points
+
+
+def test_package_xml_is_format_3_ament_python():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "robot_runtime"
+    assert root.find("export/build_type").text == "ament_python"
+    depends = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "launch_ros"} <= depends
+    setup_cfg = (ROOT / "setup.cfg").read_text()
+    assert "install_scripts=$base/lib/robot_runtime" in setup_cfg  # where `ros2 run` looks
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_launch_file_builds_the_same_graph_as_the_local_launcher(graph):
+    """launch/<graph>.launch.py and robot-runtime-launch both read robot_runtime.graph.GRAPHS[graph]."""
+    tree = ast.parse((ROOT / "launch" / f"{graph}.launch.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "launch_description"]
+    assert [c.args[0].value for c in calls] == [graph]
+    from robot_runtime.launcher import GraphProcesses
+
+    local = GraphProcesses(graph)
+    assert [(s.executable, s.name) for s in local.specs] == [(s.executable, s.name) for s in GRAPHS[graph][0]()]
+    for spec in local.specs:
+        command = local.command(spec, Path("overrides.yaml"))
+        assert command[2] == f"robot_runtime.nodes.{spec.executable}" and f"__node:={spec.name}" in command
+    assert local.params_file.name == GRAPHS[graph][1] and local.params_file.is_file()
