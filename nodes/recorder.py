@@ -32,6 +32,7 @@ class RecorderNode(Node):
         image_size = declare(self, "image_size", 96, "square image size of every camera", read_only=True)
         state_names = declare(self, "state_names", [""], "state entries to record, in order", read_only=True)
         action_names = declare(self, "action_names", [""], "command entries to record, in order", read_only=True)
+        declare(self, "campaign", "", "label stored with each episode (e.g. demonstrations, round-1)")
         executed_topic = declare(self, "executed_topic", ros_io.ROBOT_EXECUTED_TOPIC,
                                  "what the robot executed: robot/executed if the driver reports it, "
                                  "else robot/command (the mux output)", read_only=True)
@@ -81,7 +82,8 @@ class RecorderNode(Node):
             self.recorder.begin(self.layout, EpisodeMetadata(
                 task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
                 control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
-                extra={k: event[k] for k in ("env_name", "seed") if k in event}))
+                extra={"campaign": self.get_parameter("campaign").value,
+                       **{k: event[k] for k in ("env_name", "seed") if k in event}}))
         elif event.get("event") == "end" and self.recording:
             # Messages on other topics may still be in flight: wait for the step count the
             # robot announced (or a grace period) before committing.

@@ -21,6 +21,16 @@ import yaml
 from robot_runtime.graph import GRAPHS, PACKAGE, config_dir
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM this node if the launcher dies, so a killed
+    launcher never leaves nodes running (and driving a robot) on their own."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class GraphProcesses:
     def __init__(self, graph: str = "sim", overrides: dict[str, dict] | None = None,
                  log_dir: str | os.PathLike | None = None, params_file: str | os.PathLike | None = None,
@@ -46,7 +56,8 @@ class GraphProcesses:
             overrides_file.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
             log = open(self.log_dir / f"{spec.name}.log", "w")
             self.processes[spec.name] = subprocess.Popen(
-                self.command(spec, overrides_file), stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                self.command(spec, overrides_file), stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                preexec_fn=_stop_with_parent)
         return self
 
     def check(self) -> None:
