@@ -54,3 +54,24 @@ def test_bad_inputs_are_refused(robot):
         MetaWorldRobot(SimConfig(env_name="fly-to-the-moon-v3", render=False))
     with pytest.raises(ValueError, match="mode"):
         ScriptedOperator("push-v3", OperatorConfig(mode="sometimes"))
+
+
+def test_in_process_rollout_records_corrections(tmp_path):
+    from bundle_factory import make_reference_bundle
+    from robot_runtime.episode import EpisodeStore
+    from robot_runtime.policy import PolicyRunner
+    from robot_runtime.sim.rollout import run_episode
+
+    robot = MetaWorldRobot(SimConfig(env_name="push-v3", max_steps=60, render=False))
+    store = EpisodeStore(tmp_path / "store")
+    policy = PolicyRunner.load(make_reference_bundle(tmp_path / "b", cameras=()).path)
+    operator = ScriptedOperator("push-v3", OperatorConfig(mode="correct", stall_steps=10))
+    result = run_episode(robot, 5, policy, operator, store)
+    ep = store.open(result.episode_id)
+    assert ep.steps == result.steps == robot.steps and ep.layout.cameras == {}
+    interventions = ep.array("intervention")
+    assert interventions.sum() == result.intervention_steps > 0
+    proposals = ep.array("policy_action")
+    assert np.isfinite(proposals[~interventions]).all() and np.isnan(proposals[interventions]).all()
+    np.testing.assert_array_equal(ep.array("action")[~interventions], proposals[~interventions])
+    robot.close()
