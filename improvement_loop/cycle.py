@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -100,7 +100,7 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: Cy
     start = time.perf_counter()
     out = stage_dir(work_dir, 0)
     data = load_dataset(store_root, cfg.data)
-    stats = data.stats(cfg.data.std_floor)
+    stats = data.stats(cfg.data)
     spec = input_spec(data.layout, cfg.data.chunk_length)
     tensors = prepare(data, stats, _embedder(work_dir).embed(data.tasks))
     returns = _returns(data, cfg)
@@ -131,7 +131,7 @@ def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrain
     value, _ = load_checkpoint(pretrained.value_checkpoint, "value")
     policy, info = load_checkpoint(pretrained.policy_checkpoint, "policy")
     stats = Stats.from_json(info["stats"])
-    data = load_dataset(store_root, DatasetConfig(policy.spec.chunk_length, cfg.data.std_floor),
+    data = load_dataset(store_root, replace(cfg.data, chunk_length=policy.spec.chunk_length),
                         layout=EpisodeLayout.from_json(info["layout"]))
     if data.control_rate_hz != info["control_rate_hz"]:
         raise ValueError(f"{store_root}: episodes run at {data.control_rate_hz} Hz but the pretrained policy "
@@ -186,6 +186,7 @@ def _data_metrics(data: Dataset) -> dict:
         "steps_used": len(data),
         "episodes_skipped": dict(data.skipped),
         "success_fraction": float(np.mean([e.success for e in data.episodes])),
+        "held_fraction": float(np.mean(data.held)),
         "data_policy_versions": dict(Counter(e.policy_version for e in data.episodes)),
     }
 

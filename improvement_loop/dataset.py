@@ -22,13 +22,21 @@ SKIP_REASONS = ("unreadable", "unlabeled", "empty", "non_finite", "layout_mismat
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    chunk_length: int = 10      # actions per predicted chunk (the policy's output horizon)
-    std_floor: float = 1e-2     # normalization std floor, so constant dims do not explode at run time
+    """Floors keep a dimension that was constant in the data from exploding when it moves later.
+
+    Actions are commands in about [-1, 1], so their floor is a tenth of that
+    half-range: a dimension the demonstrations never moved (e.g. a gripper held
+    shut) still normalizes a later rollout's full swing to at most ~20.
+    """
+
+    chunk_length: int = 10          # actions per predicted chunk (the policy's output horizon)
+    state_std_floor: float = 1e-2
+    action_std_floor: float = 0.1
 
 
 @dataclass
 class Stats:
-    """Per-dimension mean/std of state and action, std floored (see DatasetConfig.std_floor)."""
+    """Per-dimension mean/std of state and action, std floored (see DatasetConfig)."""
 
     state_mean: np.ndarray
     state_std: np.ndarray
@@ -65,12 +73,13 @@ class Dataset:
     state: np.ndarray                   # float32 [N,S]
     action: np.ndarray                  # float32 [N,A], the executed command
     action_chunk: np.ndarray            # float32 [N,chunk,A], next actions, last one repeated
-    chunk_mask: np.ndarray              # bool [N,chunk], False on the repeated padding
+    chunk_mask: np.ndarray              # bool [N,chunk], False on the padding and on held steps
     task_index: np.ndarray              # int64 [N]
     episode_index: np.ndarray           # int64 [N]
     step_index: np.ndarray              # int64 [N]
     episode_length: np.ndarray          # int64 [N]
-    intervention: np.ndarray            # bool [N]
+    intervention: np.ndarray            # bool [N], the operator commanded
+    held: np.ndarray                    # bool [N], no command came in time and the robot held
     success: np.ndarray                 # bool [N], outcome of the step's episode
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -81,9 +90,9 @@ class Dataset:
     def chunk_length(self) -> int:
         return self.action_chunk.shape[1]
 
-    def stats(self, std_floor: float) -> Stats:
-        return Stats(self.state.mean(0), np.maximum(self.state.std(0), std_floor),
-                     self.action.mean(0), np.maximum(self.action.std(0), std_floor))
+    def stats(self, cfg: DatasetConfig) -> Stats:
+        return Stats(self.state.mean(0), np.maximum(self.state.std(0), cfg.state_std_floor),
+                     self.action.mean(0), np.maximum(self.action.std(0), cfg.action_std_floor))
 
     def action_bounds(self) -> tuple[list[float], list[float]]:
         """[-1, 1] per action (the command convention), widened where the data goes beyond it."""
@@ -92,11 +101,16 @@ class Dataset:
         return low.astype(np.float64).tolist(), high.astype(np.float64).tolist()
 
 
-def chunk_targets(actions: np.ndarray, chunk_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each step t, actions[t : t+chunk] padded by repeating the last one, and its mask."""
+def chunk_targets(actions: np.ndarray, held: np.ndarray, chunk_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each step t, actions[t : t+chunk] padded by repeating the last one, and its mask.
+
+    The mask is False on the padding and on held steps: a hold is the robot
+    waiting for a late command, not a decision anyone made, so it is no target.
+    """
     steps = len(actions)
     index = np.arange(steps)[:, None] + np.arange(chunk_length)[None, :]
-    return actions[np.minimum(index, steps - 1)], index < steps
+    clipped = np.minimum(index, steps - 1)
+    return actions[clipped], (index < steps) & ~held[clipped]
 
 
 def _skip_reason(episode: Episode, arrays: dict[str, np.ndarray], layout: EpisodeLayout | None,
@@ -129,7 +143,7 @@ def load_dataset(store_root: str | os.PathLike, cfg: DatasetConfig,
     for episode_id in store.episode_ids():
         try:
             episode = store.open(episode_id)
-            arrays = {name: episode.array(name) for name in ("state", "action", "intervention")}
+            arrays = {name: episode.array(name) for name in ("state", "action", "intervention", "held")}
         except (EpisodeError, KeyError, ValueError, OSError) as err:
             log.warning("skipping episode %s: %s", episode_id, err)
             skipped["unreadable"] += 1
@@ -155,7 +169,7 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
     for i, (episode, arrays) in enumerate(kept):
         infos.append(EpisodeInfo(episode.episode_id, task_of[episode.task], episode.outcome == "success",
                                  episode.steps, start, str(episode.meta.get("policy_version", ""))))
-        chunk, mask = chunk_targets(arrays["action"], chunk_length)
+        chunk, mask = chunk_targets(arrays["action"], arrays["held"], chunk_length)
         chunks.append(chunk)
         masks.append(mask)
         start += episode.steps
@@ -179,6 +193,7 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
         step_index=np.concatenate([np.arange(n) for n in lengths]).astype(np.int64),
         episode_length=per_step(lengths).astype(np.int64),
         intervention=np.concatenate([arrays["intervention"] for _, arrays in kept]).astype(bool),
+        held=np.concatenate([arrays["held"] for _, arrays in kept]).astype(bool),
         success=per_step([info.success for info in infos]).astype(bool),
         skipped=skipped,
     )

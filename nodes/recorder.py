@@ -39,9 +39,11 @@ class RecorderNode(Node):
         self.layout = EpisodeLayout(cameras={c: (image_size, image_size) for c in cameras},
                                     state_names=tuple(state_names), action_names=tuple(action_names))
         self.store = EpisodeStore(store_path)
-        quarantined = self.store.quarantine_incomplete()
-        if quarantined:
-            self.get_logger().warning(f"moved {len(quarantined)} incomplete episode(s) to quarantine: {quarantined}")
+        recovery = self.store.recover()
+        for episode_id, rows in recovery.salvaged.items():
+            self.get_logger().warning(f"salvaged {rows} steps of interrupted episode {episode_id} (truncated)")
+        for episode_id, reason in recovery.quarantined.items():
+            self.get_logger().warning(f"quarantined interrupted episode {episode_id}: {reason}")
         self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
                                       on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
         self.assembler = StepAssembler(self.layout)

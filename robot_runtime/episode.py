@@ -25,6 +25,7 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 COMMIT_MARKER = "commit.json"
+PROGRESS = "progress.json"  # rows safely in chunk files so far; lets a crashed episode be salvaged
 OUTCOMES = ("success", "failure", "unlabeled")
 CHUNK_STEPS = 50
 
@@ -99,6 +100,7 @@ class EpisodeMetadata:
     start_time: float = 0.0
     end_time: float = 0.0
     end_reason: str = ""
+    truncated: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -166,8 +168,11 @@ class EpisodeWriter:
         for name, (shape, dtype) in self._spec.items():
             # Images compress ~4.5x with zstd and no shuffle; small arrays use the default.
             codec = BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle") if name.startswith("images/") else "auto"
+            # Every chunk gets a file, even an all-default one, so salvage can tell a missing
+            # chunk (lost in a crash) from an empty one.
             self._arrays[name] = self._group.create_array(
-                name, shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype, compressors=codec)
+                name, shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype, compressors=codec,
+                config={"write_empty_chunks": True})
         self._group.attrs.update(self._attributes())
 
     def _attributes(self) -> dict:
@@ -184,6 +189,7 @@ class EpisodeWriter:
             "start_time": meta.start_time,
             "end_time": meta.end_time,
             "end_reason": meta.end_reason,
+            "truncated": meta.truncated,
             "layout": self.layout.to_json(),
             "extra": meta.extra,
         }
@@ -226,6 +232,11 @@ class EpisodeWriter:
         for name, array in self._arrays.items():
             array.append(self._buffers[name][: self._fill])
         self._fill = 0
+        # Atomic replace after the chunk files are written: a killed writer leaves a count
+        # that never exceeds what is on disk.
+        tmp = self.path / f".{PROGRESS}.tmp"
+        tmp.write_text(json.dumps({"rows": self.steps}))
+        os.replace(tmp, self.path / PROGRESS)
 
     def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None) -> Path:
         """Make the episode visible to readers. Returns its committed path."""
@@ -332,16 +343,81 @@ class EpisodeStore:
     def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS) -> EpisodeWriter:
         return EpisodeWriter(self, layout, metadata, chunk_steps)
 
-    def quarantine_incomplete(self) -> list[str]:
-        """Move episodes left in staging by a crash out of the way; returns their ids.
+    def recover(self) -> "Recovery":
+        """Deal with episodes a crash left in staging; call at start-up, before any writer runs.
 
-        Called at recorder start-up, when nothing is writing to staging.
+        An episode whose chunk files hold at least one whole step is salvaged: cut to the
+        rows its progress record vouches for (and that read back), committed as
+        `truncated` with outcome `unlabeled`. Anything else is moved to quarantine/.
+        Never touches committed episodes.
         """
-        moved = []
+        recovery = Recovery()
         for path in sorted(self.staging_dir.iterdir()):
-            os.rename(path, self.quarantine_dir / path.name)
-            moved.append(path.name)
-        if moved:
-            _fsync_path(self.quarantine_dir)
-            _fsync_path(self.staging_dir)
-        return moved
+            if _is_committed(path):  # the crash fell between commit.json and the rename
+                os.rename(path, self.episodes_dir / path.name)
+                recovery.completed.append(path.name)
+                continue
+            try:
+                rows = _salvage(path)
+            except Exception as err:  # unreadable metadata, corrupt chunks: keep it aside for a human
+                rows, reason = 0, f"{type(err).__name__}: {err}"
+            else:
+                reason = "no complete chunk on disk"
+            if rows > 0:
+                final = self.episodes_dir / path.name
+                os.rename(path, final)
+                recovery.salvaged[path.name] = rows
+            else:
+                os.rename(path, self.quarantine_dir / path.name)
+                recovery.quarantined[path.name] = reason
+        for d in (self.episodes_dir, self.staging_dir, self.quarantine_dir):
+            _fsync_path(d)
+        return recovery
+
+
+@dataclass
+class Recovery:
+    completed: list[str] = field(default_factory=list)  # committed, only the final rename was missing
+    salvaged: dict[str, int] = field(default_factory=dict)  # episode id -> rows kept
+    quarantined: dict[str, str] = field(default_factory=dict)  # episode id -> why
+
+
+def _is_committed(path: Path) -> bool:
+    try:
+        Episode(path)
+        return True
+    except Exception:
+        return False
+
+
+def _salvage(path: Path) -> int:
+    """Cut a staging episode to its last whole, readable chunk and commit it in place; returns rows."""
+    import zarr
+
+    progress = path / PROGRESS
+    rows = json.loads(progress.read_text())["rows"] if progress.is_file() else 0
+    if rows == 0:
+        return 0
+    group = zarr.open_group(str(path), mode="r+")
+    layout = EpisodeLayout.from_json(group.attrs["layout"])
+    for name in layout.arrays():
+        array = group[name]
+        chunk = array.chunks[0]
+        for start in range(0, rows, chunk):
+            index = (start // chunk,) + (0,) * (array.ndim - 1)
+            if not (path / name / "c" / "/".join(map(str, index))).is_file():
+                rows = start  # the progress record outran the disk (power loss): stop before
+                break
+        array[:rows]  # decodes every kept chunk; a torn chunk file raises here
+    if rows == 0:
+        return 0
+    for name in layout.arrays():
+        group[name].resize((rows, *group[name].shape[1:]))
+    attrs = dict(group.attrs)
+    attrs.update(outcome="unlabeled", truncated=True, end_time=time.time(),
+                 end_reason=f"salvaged {rows} steps after the recorder stopped mid-episode")
+    group.attrs.update(attrs)
+    _fsync_tree(path)
+    write_json_atomic(path / COMMIT_MARKER, {"schema_version": SCHEMA_VERSION, "episode_id": path.name,
+                                             "steps": rows, "committed_at": time.time()})
+    return rows

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, EpisodeWriter, Step
+from robot_runtime.episode import CHUNK_STEPS, EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, EpisodeWriter, Step
 
 
 @dataclass
@@ -26,11 +26,12 @@ class RecorderStats:
 
 
 class AsyncRecorder:
-    def __init__(self, store: EpisodeStore, queue_size: int = 1000,
+    def __init__(self, store: EpisodeStore, queue_size: int = 1000, chunk_steps: int = CHUNK_STEPS,
                  on_commit: Callable[[Path, EpisodeWriter], None] | None = None,
                  on_error: Callable[[str], None] | None = None):
         self.store = store
         self.stats = RecorderStats()
+        self.chunk_steps = chunk_steps
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._on_commit = on_commit
         self._on_error = on_error
@@ -75,7 +76,7 @@ class AsyncRecorder:
                            "left uncommitted in staging")
             layout, metadata = payload
             self._dropped_this_episode = 0
-            self._writer = self.store.writer(layout, metadata)
+            self._writer = self.store.writer(layout, metadata, self.chunk_steps)
         elif kind == "step" and self._writer is not None:
             try:
                 self._writer.append(payload)

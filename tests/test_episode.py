@@ -60,15 +60,27 @@ def test_bad_steps_are_rejected_with_the_array_named(tmp_path):
         writer.append(bad)
 
 
-def test_uncommitted_episode_is_invisible_and_quarantined(tmp_path):
+def test_interrupted_episode_is_invisible_then_salvaged_as_truncated(tmp_path):
     store = EpisodeStore(tmp_path)
-    writer = store.writer(LAYOUT, meta())
-    for s in make_steps(60):
-        writer.append(s)  # 50 on disk, 10 buffered: a crash here
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    steps = make_steps(60)
+    for s in steps:
+        writer.append(s)  # 50 in chunk files, 10 buffered: the writer dies here
     assert store.episode_ids() == []
-    assert store.quarantine_incomplete() == [writer.metadata.episode_id]
-    assert (store.quarantine_dir / writer.metadata.episode_id).is_dir()
-    assert store.episode_ids() == []
+    recovery = store.recover()
+    assert recovery.salvaged == {writer.metadata.episode_id: 50}
+    [ep] = store.episodes()
+    assert ep.steps == 50 and ep.meta["truncated"] and ep.outcome == "unlabeled"
+    np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in steps[:50]]))
+
+
+def test_interrupted_episode_without_a_whole_chunk_is_quarantined(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    for s in make_steps(20):
+        writer.append(s)
+    assert store.recover().quarantined == {writer.metadata.episode_id: "no complete chunk on disk"}
+    assert (store.quarantine_dir / writer.metadata.episode_id).is_dir() and store.episode_ids() == []
 
 
 def test_reader_refuses_inconsistent_episode(tmp_path):

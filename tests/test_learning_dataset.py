@@ -10,7 +10,7 @@ from robot_runtime.improvement_loop.dataset import DatasetConfig, chunk_targets,
 LAYOUT = EpisodeLayout({"front": (8, 10)}, ("x", "y", "const"), ("vx", "vy"))
 
 
-def write(store, steps, task="push", outcome="success", layout=LAYOUT, rate=10.0, bad=None, interventions=()):
+def write(store, steps, task="push", outcome="success", layout=LAYOUT, rate=10.0, bad=None, interventions=(), held=()):
     """Commit one episode whose action at step t is (t, -t) and state is (t, 2t, 5).
 
     Ids are numbered so that the store's order (sorted ids) is the order of writing.
@@ -24,20 +24,25 @@ def write(store, steps, task="push", outcome="success", layout=LAYOUT, rate=10.0
         if bad is not None and t == steps // 2:
             (state if bad == "state" else action)[0] = np.nan if bad == "state" else np.inf
         images = {cam: np.full((*hw, 3), t, np.uint8) for cam, hw in layout.cameras.items()}
-        writer.append(Step(0.1 * t, images, state, action, intervention=t in interventions))
+        writer.append(Step(0.1 * t, images, state, action, intervention=t in interventions, held=t in held))
     return writer.commit(outcome)
 
 
 def test_chunk_targets_repeat_the_last_action_and_mask_it():
     actions = np.arange(4, dtype=np.float32)[:, None]
-    chunk, mask = chunk_targets(actions, 3)
+    chunk, mask = chunk_targets(actions, np.zeros(4, bool), 3)
     assert chunk[..., 0].tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 3], [3, 3, 3]]
     assert mask.tolist() == [[True] * 3, [True] * 3, [True, True, False], [True, False, False]]
 
 
+def test_held_steps_are_no_imitation_target():
+    _, mask = chunk_targets(np.zeros((4, 1), np.float32), np.array([False, True, False, False]), 2)
+    assert mask.tolist() == [[True, False], [False, True], [True, True], [True, False]]
+
+
 def test_good_episodes_become_flat_per_step_arrays(tmp_path):
     store = EpisodeStore(tmp_path)
-    write(store, 5, task="push", interventions=(3, 4))
+    write(store, 5, task="push", interventions=(3, 4), held=(1,))
     write(store, 3, task="reach", outcome="failure")
     data = load_dataset(tmp_path, DatasetConfig(chunk_length=4))
     assert len(data) == 8 and len(data.episodes) == 2
@@ -49,6 +54,8 @@ def test_good_episodes_become_flat_per_step_arrays(tmp_path):
     assert data.episode_length.tolist() == [5] * 5 + [3] * 3
     assert data.success.tolist() == [True] * 5 + [False] * 3
     assert data.intervention.tolist() == [False] * 3 + [True] * 2 + [False] * 3
+    assert data.held.tolist() == [False, True] + [False] * 6
+    assert data.chunk_mask[0].tolist() == [True, False, True, True]
     assert data.images["front"].shape == (8, 8, 10, 3) and data.images["front"][4, 0, 0, 0] == 4
     # Chunk of the second-to-last step of episode 0: actions 3, 4, then 4 repeated (masked).
     assert data.action_chunk[3, :, 0].tolist() == [3, 4, 4, 4]
@@ -61,11 +68,14 @@ def test_good_episodes_become_flat_per_step_arrays(tmp_path):
 def test_stats_floor_constant_dimensions(tmp_path):
     store = EpisodeStore(tmp_path)
     write(store, 6)
-    data = load_dataset(tmp_path, DatasetConfig(std_floor=0.05))
-    stats = data.stats(0.05)
+    cfg = DatasetConfig(state_std_floor=0.05, action_std_floor=2.0)
+    data = load_dataset(tmp_path, cfg)
+    stats = data.stats(cfg)
     assert stats.state_std[2] == pytest.approx(0.05)              # 'const' is always 5
     assert stats.state_mean[2] == pytest.approx(5)
-    assert stats.state_std[0] == pytest.approx(np.std(np.arange(6)))
+    assert stats.state_std[0] == pytest.approx(np.std(np.arange(6)))   # 1.71: above the state floor
+    assert stats.action_std.tolist() == [2.0, 2.0]                       # 1.71: below the action floor
+    assert stats.action_mean.tolist() == [2.5, -2.5]
     low, high = data.action_bounds()
     assert low == [-1.0, -5.0] and high == [5.0, 1.0]           # widened where the data goes past [-1, 1]
 
