@@ -7,8 +7,9 @@
   TensorRT, cuda-python or a GPU is absent.
 - `onnxruntime`: ONNX Runtime on the best execution provider it has, TensorRT,
   then CUDA, then CPU.
-- `auto`: TensorRT when it is usable, else ONNX Runtime, with the reason kept
-  in `engine.fallback_reason` so the node can say why it is not on TensorRT.
+- `auto`: TensorRT when it is present and builds the graph, else ONNX Runtime,
+  with the reason kept in `engine.fallback_reason` so the node can say why it
+  is not on TensorRT.
 
 Warm-up at load happens once for every engine kind, through this interface, in
 `PolicyRunner.load` (a blank observation), so the first control tick does not
@@ -82,7 +83,7 @@ def create_engine(kind: str, onnx_path: Path, threads: int = 1, *, fp16: bool = 
         raise EngineError(f"engine '{kind}' is not one of {ENGINE_KINDS}")
     if kind == "onnxruntime":
         return OnnxRuntimeEngine(onnx_path, threads)
-    from robot_runtime import tensorrt_engine  # imports tensorrt itself only inside probe()
+    from robot_runtime import tensorrt_engine  # here, not at the top: it imports EngineError from this module
 
     try:
         return tensorrt_engine.TensorRTEngine(onnx_path, tensorrt_engine.probe(), fp16=fp16, cache_dir=cache_dir)
