@@ -26,7 +26,11 @@ from robot_runtime.sync import ObservationSync
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        self.engine_kind = declare(self, "engine", "auto", "inference engine: auto | onnxruntime", read_only=True)
+        self.engine_kind = declare(self, "engine", "auto", "inference engine: auto | tensorrt | onnxruntime",
+                                   read_only=True)
+        self.fp16 = declare(self, "fp16", False, "build TensorRT engines in FP16", read_only=True)
+        self.engine_cache_dir = declare(self, "engine_cache_dir", "", "TensorRT engine cache; empty = default",
+                                        read_only=True)
         self.threads = declare(self, "threads", 1, "engine threads", read_only=True)
         self.beta = declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
         self.horizon = declare(self, "execution_horizon", 0, "actions executed per chunk; 0 = half the chunk")
@@ -53,7 +57,8 @@ class PolicyNode(Node):
         """Load, validate and warm up `path`; on failure keep the current bundle. Returns the error or ''."""
         beta = self.beta if self.beta >= 0 else None
         try:
-            runner = PolicyRunner.load(path, self.engine_kind, self.threads, beta, self.seed)
+            runner = PolicyRunner.load(path, self.engine_kind, self.threads, beta, self.seed,
+                                       fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
         except (BundleError, EngineError, PolicyOutputError) as err:
             self.get_logger().error(f"refusing bundle: {err}")
             self.status.update(error=str(err), state="serving" if self.runner else "error")
@@ -66,7 +71,8 @@ class PolicyNode(Node):
         self._subscribe_cameras([c.name for c in m.cameras])
         self.sync = ObservationSync([c.name for c in m.cameras], int(0.5e9 / m.control_rate_hz))
         self.status.update(state="serving", bundle=str(path), model_id=m.model_id, version=m.version,
-                           engine=runner.engine.name, conditioning=m.conditioning_mode, beta=runner.beta,
+                           engine=runner.engine.name, engine_note=runner.engine.fallback_reason,
+                           conditioning=m.conditioning_mode, beta=runner.beta,
                            error="", inferences=0)
         if self.task:
             self._select_task(self.task)
