@@ -4,11 +4,12 @@ pretrain: V_pre (distributional value on MC returns) and a behaviour-cloning
 policy on the store's episodes (operator demonstrations); the bundle runs the
 null-indicator branch (conditioning_mode 'none').
 
-improve: V_k retrained from V_pre on every episode, N-step advantages
-(N = one second of control), per-task threshold at `positive_fraction`
-positive, operator corrections forced positive, then the advantage-conditioned
-policy trained from the *pretrained* policy (never the last round, to avoid
-drift); the bundle runs CFG with `beta`.
+improve: value models retrained from V_pre on the store's episodes, cross-fitted
+by episode (see advantage.py for why), N-step advantages (N = one second of
+control), per-task threshold at `positive_fraction` positive, operator
+corrections forced positive, then the advantage-conditioned policy trained from
+the *pretrained* policy (never the last round, to avoid drift); the bundle runs
+CFG with `beta`.
 
 Rounds keep the pretrained normalization stats and camera/state/action layout:
 the networks start from pretrained weights that only make sense in those units,
@@ -16,7 +17,8 @@ and episodes whose layout differs are skipped and counted.
 
 Work directory:
     <work>/text_cache/                          instruction embeddings
-    <work>/pretrain/, <work>/round_NNN/          value/policy .safetensors, result.json, tb/ (TensorBoard)
+    <work>/pretrain/, <work>/round_NNN/          policy.safetensors, value*.safetensors, result.json,
+                                                tb/ (TensorBoard)
     <work>/bundles/<model_id>-<version>/         exported bundles
 """
 from __future__ import annotations
@@ -35,11 +37,12 @@ import numpy as np
 from robot_runtime.bundle import Camera, Manifest, Normalization
 from robot_runtime.episode import EpisodeLayout
 
+from .advantage import explained_variance, round_labels
 from .batches import prepare
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import Dataset, DatasetConfig, Stats, load_dataset
 from .export import ExportConfig, export_bundle
-from .recap import indicators, n_step_advantages, normalized_returns
+from .recap import normalized_returns
 from .text import TextEmbedder
 from .train import PolicyTrainConfig, TrainConfig, input_spec, predict_values, train_policy, train_value
 
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CycleConfig:
+    """Everything pretrain and improve need; the defaults are sized for the 2-core demo machine."""
+
     model_id: str = "vla"
     data: DatasetConfig = field(default_factory=DatasetConfig)
     value: TrainConfig = field(default_factory=TrainConfig)
@@ -56,6 +61,7 @@ class CycleConfig:
     c_fail: float | None = None         # failure cost; None = the task's longest episode
     positive_fraction: float = 0.4      # per-task share of advantage-labelled steps marked positive in a round
     n_step: int | None = None           # advantage horizon; None = one second (control_rate_hz steps)
+    value_folds: int = 2                # cross-fitting folds (by episode) for a round's advantages
     beta: float = 1.0                   # CFG weight of the round bundles (1 = plain positive conditioning)
     denoising_steps: int = 10
 
@@ -67,7 +73,7 @@ class CycleResult:
     version: str
     bundle_path: str
     policy_checkpoint: str
-    value_checkpoint: str
+    value_checkpoints: list[str]        # pretrain: [V_pre]; a round: one per cross-fitting fold
     metrics: dict
 
     def to_json(self) -> dict:
@@ -85,6 +91,8 @@ class CycleResult:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no cycle result; run the pretrain stage first") from None
+        except TypeError as err:
+            raise ValueError(f"{path}: not a cycle result this version reads ({err})") from None
 
 
 def stage_dir(work_dir: str | os.PathLike, round_index: int) -> Path:
@@ -109,10 +117,11 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: Cy
     policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb")
     metrics = {
         **_data_metrics(data), "value": value_metrics, "policy": policy_metrics,
-        "value_explained_variance": _explained_variance(returns, predict_values(value, tensors)),
+        # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
+        "value_explained_variance_in_sample": explained_variance(returns, predict_values(value, tensors)),
     }
-    return _finish(out, work_dir, data, stats, policy, value, tensors.task_table.numpy(), "none", 0, "", metrics,
-                   start, cfg)
+    return _finish(out, work_dir, data, stats, policy, [value], tensors.task_table.numpy(), "none", 0, "",
+                   metrics, start, cfg)
 
 
 def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,
@@ -126,9 +135,11 @@ def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrain
         raise ValueError(f"round_index must be >= 1 (0 is the pretrain stage), got {round_index}")
     if not isinstance(pretrained, CycleResult):
         pretrained = CycleResult.load(pretrained)
+    if pretrained.stage != "pretrain":
+        raise ValueError(f"round {round_index} must start from the pretrain result, not from round "
+                         f"{pretrained.round_index} ({pretrained.version}): rounds never build on rounds")
     start = time.perf_counter()
     out = stage_dir(work_dir, round_index)
-    value, _ = load_checkpoint(pretrained.value_checkpoint, "value")
     policy, info = load_checkpoint(pretrained.policy_checkpoint, "policy")
     stats = Stats.from_json(info["stats"])
     data = load_dataset(store_root, replace(cfg.data, chunk_length=policy.spec.chunk_length),
@@ -138,25 +149,14 @@ def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrain
                          f"{pretrained.policy_checkpoint} was trained at {info['control_rate_hz']} Hz")
     tensors = prepare(data, stats, _embedder(work_dir).embed(data.tasks))
     returns = _returns(data, cfg)
-    value, value_metrics = train_value(tensors, returns, policy.spec, cfg.value, init=value, log_dir=out / "tb",
-                                       extra_scalars=_skip_scalars(data))
-    values = predict_values(value, tensors)
-    n = cfg.n_step or max(1, round(data.control_rate_hz))
-    advantages = n_step_advantages(returns, values, data.episode_index, data.step_index, data.episode_length, n)
-    labels, thresholds = indicators(advantages, data.task_index, data.intervention, cfg.positive_fraction)
-    positive = float(np.mean(labels == 1))
-    policy, policy_metrics = train_policy(tensors, labels, policy.spec, cfg.policy, init=policy, log_dir=out / "tb",
-                                          extra_scalars={"data/positive_fraction": positive})
-    metrics = {
-        **_data_metrics(data), "value": value_metrics, "policy": policy_metrics,
-        "value_explained_variance": _explained_variance(returns, values),
-        "n_step": n, "positive_fraction": positive,
-        "positive_fraction_target": cfg.positive_fraction,
-        "intervention_fraction": float(np.mean(data.intervention)),
-        "thresholds": {data.tasks[task]: eps for task, eps in thresholds.items()},
-    }
-    return _finish(out, work_dir, data, stats, policy, value, tensors.task_table.numpy(), "advantage", round_index,
-                   pretrained.version, metrics, start, cfg)
+    labels = round_labels(tensors, data, returns, pretrained.value_checkpoints[0], cfg.value, cfg.value_folds,
+                          cfg.n_step or max(1, round(data.control_rate_hz)), cfg.positive_fraction, out / "tb")
+    scalars = {**_skip_scalars(data), "data/positive_fraction": labels.metrics["positive_fraction"]}
+    policy, policy_metrics = train_policy(tensors, labels.indicators, policy.spec, cfg.policy, init=policy,
+                                          log_dir=out / "tb", extra_scalars=scalars)
+    metrics = {**_data_metrics(data), **labels.metrics, "policy": policy_metrics}
+    return _finish(out, work_dir, data, stats, policy, labels.models, tensors.task_table.numpy(), "advantage",
+                   round_index, pretrained.version, metrics, start, cfg)
 
 
 def _embedder(work_dir: str | os.PathLike) -> TextEmbedder:
@@ -168,12 +168,6 @@ def _returns(data: Dataset, cfg: CycleConfig) -> np.ndarray:
     returns, _ = normalized_returns([e.length for e in episodes], [e.task_index for e in episodes],
                                     [e.success for e in episodes], cfg.c_fail)
     return returns
-
-
-def _explained_variance(returns: np.ndarray, values: np.ndarray) -> float | None:
-    """1 - Var(R - V) / Var(R) on the training data: a sanity number (1 = perfect, 0 = constant guess)."""
-    spread = float(np.var(returns))
-    return None if spread == 0 else round(1.0 - float(np.var(returns - values)) / spread, 4)
 
 
 def _skip_scalars(data: Dataset) -> dict:
@@ -191,15 +185,17 @@ def _data_metrics(data: Dataset) -> dict:
     }
 
 
-def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, value, task_table: np.ndarray, mode: str,
-            round_index: int, parent_version: str, metrics: dict, start: float, cfg: CycleConfig) -> CycleResult:
-    """Save both checkpoints, export the bundle, write result.json."""
+def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: list, task_table: np.ndarray,
+            mode: str, round_index: int, parent_version: str, metrics: dict, start: float,
+            cfg: CycleConfig) -> CycleResult:
+    """Save the checkpoints, export the bundle, write result.json."""
     now = datetime.now(timezone.utc)
     version = f"r{round_index}-{now.strftime('%Y%m%dT%H%M%S')}"
     info = {"layout": data.layout.to_json(), "stats": stats.to_json(), "control_rate_hz": data.control_rate_hz,
             "tasks": data.tasks, "version": version}
     policy_path = save_checkpoint(out / "policy.safetensors", policy, info)
-    value_path = save_checkpoint(out / "value.safetensors", value, info)
+    names = ["value.safetensors"] if len(values) == 1 else [f"value_fold{k}.safetensors" for k in range(len(values))]
+    value_paths = [str(save_checkpoint(out / name, value, info)) for name, value in zip(names, values)]
     low, high = data.action_bounds()
     metrics["train_seconds"] = round(time.perf_counter() - start, 2)
     manifest = Manifest(
@@ -219,7 +215,7 @@ def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, value, tas
     metrics.update(parity_max_abs_error=manifest.training["parity_max_abs_error"],
                    wall_seconds=round(time.perf_counter() - start, 2))
     result = CycleResult("pretrain" if round_index == 0 else "round", round_index, version, str(bundle.path),
-                         str(policy_path), str(value_path), metrics)
+                         str(policy_path), value_paths, metrics)
     result.save(out / "result.json")
     log.info("%s round %d: bundle %s (%.0f s)", result.stage, round_index, bundle.path, metrics["wall_seconds"])
     return result

@@ -172,7 +172,7 @@ class VLAPolicy(nn.Module):
 
     def loss(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
              actions: torch.Tensor, mask: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-        """Flow-matching MSE on the (normalized) action chunk; padded chunk steps do not count."""
+        """Flow-matching MSE on the (normalized) action chunk; masked (padding, held) steps do not count."""
         context = self.encoder(images, state, task_embedding)
         noise = torch.randn_like(actions)
         t = torch.rand(actions.shape[0], device=actions.device)

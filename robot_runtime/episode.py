@@ -289,7 +289,10 @@ class Episode:
         self.meta = dict(self._group.attrs)
         self.layout = EpisodeLayout.from_json(self.meta["layout"])
         for name, (shape, dtype) in self.layout.arrays().items():
-            array = self._group[name]
+            try:
+                array = self._group[name]
+            except KeyError:
+                raise EpisodeError(f"{self.path / name}: missing; the layout requires it") from None
             if array.shape != (self.steps, *shape) or array.dtype != dtype:
                 raise EpisodeError(
                     f"{self.path / name}: shape {array.shape} dtype {array.dtype}, "

@@ -7,6 +7,7 @@ from safetensors import safe_open
 
 from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
+from robot_runtime.improvement_loop.advantage import episode_folds
 from robot_runtime.improvement_loop.cycle import CycleConfig, CycleResult, improve, pretrain, result_path
 from robot_runtime.improvement_loop.networks import NetConfig
 from robot_runtime.improvement_loop.train import PolicyTrainConfig, TrainConfig, main
@@ -71,7 +72,8 @@ def test_pretrain_exports_a_behaviour_cloning_bundle(rounds):
     assert m.training["episodes_used"] == 6 and m.training["episodes_skipped"]["unlabeled"] == 1
     assert m.training["parity_max_abs_error"] <= 1e-4
     assert m.normalization.state_std[0] > 0
-    for path in (pretrained.policy_checkpoint, pretrained.value_checkpoint):
+    assert len(pretrained.value_checkpoints) == 1
+    for path in (pretrained.policy_checkpoint, *pretrained.value_checkpoints):
         with safe_open(path, framework="pt") as f:
             assert json.loads(f.metadata()["info"])["version"] == pretrained.version
     assert CycleResult.load(result_path(work, 0)) == pretrained
@@ -88,10 +90,14 @@ def test_improve_exports_an_advantage_bundle_from_the_pretrained_checkpoint(roun
     assert metrics["episodes_used"] == 12
     assert metrics["episodes_skipped"]["layout_mismatch"] == 1 and metrics["episodes_skipped"]["unlabeled"] == 1
     assert metrics["n_step"] == 10
+    assert len(round1.value_checkpoints) == 2 and len(metrics["value_folds"]) == 2     # cross-fitted values
+    assert round1.value_checkpoints[0].endswith("round_001/value_fold0.safetensors")
     assert set(metrics["thresholds"]) == set(TASKS)
     # 40 % of advantage-labelled steps are positive, plus every intervention step.
     assert 0.4 < metrics["positive_fraction"] <= 0.4 + metrics["intervention_fraction"] + 0.05
     assert metrics["data_policy_versions"] == {"": 6, "r0": 6}
+    assert set(metrics["positive_fraction_by_policy_version"]) == {"", "r0"}
+    assert set(metrics["positive_fraction_by_outcome"]) == {"success", "failure"}
     assert metrics["parity_max_abs_error"] <= 1e-4
     assert round1.policy_checkpoint.startswith(str(work / "round_001"))
 
@@ -105,6 +111,15 @@ def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
     assert printed == round2.to_json() and round2.round_index == 2
     assert load_bundle(round2.bundle_path).manifest.parent_version == pretrained.version
     assert load_bundle(round2.bundle_path).manifest.beta == 2.0
+    with pytest.raises(ValueError, match="rounds never build on rounds"):
+        improve(root, work, round2, config(), 3)
+
+
+def test_folds_split_episodes_evenly_and_refuse_too_few():
+    folds = episode_folds(7, 2, seed=0)
+    assert sorted(np.bincount(folds)) == [3, 4]
+    with pytest.raises(ValueError, match="2 folds for 1 episodes"):
+        episode_folds(1, 2, seed=0)
 
 
 def test_improve_needs_a_pretrained_result(tmp_path):
