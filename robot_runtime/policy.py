@@ -6,6 +6,8 @@ that are malformed (wrong shape, NaN/inf) instead of acting on them.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from robot_runtime.bundle import Bundle, load_bundle
@@ -28,6 +30,7 @@ class PolicyRunner:
         self.engine = engine
         self.beta = m.beta if beta is None else float(beta)
         self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
         norm = m.normalization
         self._state_mean = np.asarray(norm.state_mean, np.float32)
         self._state_std = np.asarray(norm.state_std, np.float32)
@@ -68,6 +71,10 @@ class PolicyRunner:
             self.task_index = previous
             self.inferences = 0
 
+    def _noise(self) -> np.ndarray:
+        with self._rng_lock:  # the executor's inference thread and an inline call may overlap
+            return self._rng.standard_normal(self._noise_shape, dtype=np.float32)
+
     def infer(self, images: dict[str, np.ndarray], state: np.ndarray) -> np.ndarray:
         """One action chunk [chunk_length, A] in robot units, clipped to the manifest's bounds."""
         if self.task_index is None:
@@ -80,7 +87,7 @@ class PolicyRunner:
         feeds = {
             "state": ((state - self._state_mean) / self._state_std)[None],
             "task": np.array([self.task_index], np.int64),
-            "noise": self._rng.standard_normal(self._noise_shape, dtype=np.float32),
+            "noise": self._noise(),
         }
         for cam in self.manifest.cameras:
             image = images.get(cam.name)
@@ -95,7 +102,8 @@ class PolicyRunner:
         actions = self.engine.run(feeds)["actions"]
         if actions.shape != self._noise_shape:
             raise PolicyOutputError(f"graph returned actions of shape {actions.shape}, expected {self._noise_shape}")
-        if not np.all(np.isfinite(actions)):
+        chunk = actions[0] * self._action_std + self._action_mean
+        if not np.all(np.isfinite(chunk)):
             raise PolicyOutputError(f"bundle {self.bundle.label} produced NaN or inf actions")
         self.inferences += 1
-        return np.clip(actions[0] * self._action_std + self._action_mean, self._low, self._high)
+        return np.clip(chunk, self._low, self._high)

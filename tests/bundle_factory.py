@@ -19,7 +19,8 @@ from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruc
 
 
 def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chunk: int, advantage: bool,
-                    weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+                    weights: np.ndarray, bias: np.ndarray, busy_matmuls: int = 0,
+                    nan_above: float | None = None) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info(f"image_{c.name}", TensorProto.UINT8, ["B", c.height, c.width, 3])
               for c in cameras]
     inputs += [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["B", state_dim]),
@@ -51,6 +52,30 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
                   helper.make_node("Unsqueeze", [f"im0{i}", "axes12"], [f"im3{i}"]),
                   helper.make_node("Add", [last, f"im3{i}"], [f"acc_im{i}"])]
         last = f"acc_im{i}"
+    if busy_matmuls:  # real work that takes time, for latency and deadline tests
+        init.append(helper.make_tensor("M", TensorProto.FLOAT, [256, 256], np.full(256 * 256, 1e-3, np.float32)))
+        # Tie the chain to an input so ONNX Runtime cannot constant-fold it away at load time.
+        nodes += [helper.make_node("ReduceMean", ["state"], ["state_mean"], keepdims=0),
+                  helper.make_node("Mul", ["state_mean", "zero"], ["state_zero"]),
+                  helper.make_node("Add", ["M", "state_zero"], ["M_live"])]
+        prev = "M_live"
+        for i in range(busy_matmuls):
+            nodes.append(helper.make_node("MatMul", [prev, "M"], [f"busy_{i}"]))
+            prev = f"busy_{i}"
+        nodes += [helper.make_node("ReduceMean", [prev], ["busy_mean"], keepdims=0),
+                  helper.make_node("Mul", ["busy_mean", "zero"], ["busy_zero"]),
+                  helper.make_node("Add", [last, "busy_zero"], ["acc_busy"])]
+        last = "acc_busy"
+    if nan_above is not None:  # sqrt(threshold - state[0]) is NaN past the threshold; 0 * NaN stays NaN
+        init += [helper.make_tensor("threshold", TensorProto.FLOAT, [], [nan_above]),
+                 helper.make_tensor("first", TensorProto.INT64, [1], [0])]
+        nodes += [helper.make_node("Gather", ["state", "first"], ["state0"], axis=1),
+                  helper.make_node("Sub", ["threshold", "state0"], ["margin"]),
+                  helper.make_node("Sqrt", ["margin"], ["root"]),
+                  helper.make_node("Mul", ["root", "zero"], ["root0"]),
+                  helper.make_node("Unsqueeze", ["root0", "axes1"], ["root3"]),
+                  helper.make_node("Add", [last, "root3"], ["acc_nan"])]
+        last = "acc_nan"
     if advantage:
         nodes += [helper.make_node("Mul", ["beta", "zero"], ["beta0"]),
                   helper.make_node("Add", [last, "beta0"], ["acc_beta"])]
@@ -65,13 +90,15 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
 def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96)), state_names=STATE_NAMES,
                           action_names=ACTION_NAMES, tasks=(instruction_for("push-v3"),), chunk_length: int = 8,
                           conditioning: str = "none", control_rate_hz: float = 20.0, nan: bool = False,
-                          version: str = "v1", seed: int = 0):
+                          version: str = "v1", seed: int = 0, busy_matmuls: int = 0,
+                          nan_above: float | None = None):
     rng = np.random.default_rng(seed)
     cams = [Camera(name, size, size) for name, size in cameras]
     s, a = len(state_names), len(action_names)
     weights = rng.normal(0, 0.3, (s, a)).astype(np.float32)
     bias = np.full(a, np.nan if nan else 0.0, np.float32)
-    model = reference_graph(cams, s, a, chunk_length, conditioning == "advantage", weights, bias)
+    model = reference_graph(cams, s, a, chunk_length, conditioning == "advantage", weights, bias, busy_matmuls,
+                            nan_above)
     manifest = Manifest(
         model_id="reference", version=version, cameras=cams, state_names=list(state_names),
         action_names=list(action_names), action_low=[-1.0] * a, action_high=[1.0] * a,
