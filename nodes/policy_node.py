@@ -1,29 +1,46 @@
-"""policy_node: runs a model bundle on the robot's observations and proposes commands.
+"""policy_node: a managed node that runs a model bundle and proposes one command per observation.
 
-Loads the bundle named by the `bundle_path` parameter (validated in full: a bad
-bundle is refused with the file and the problem, and no command is published),
-runs it with the chosen engine, and turns each action chunk into one command
-per observation. Setting `bundle_path` at run time swaps the model; an invalid
-new bundle is rejected and the current one stays.
+Lifecycle: configure loads, validates and warms the bundle named by
+`bundle_path` (a bad bundle is refused with the file and the problem, and the
+node stays unconfigured and commands nothing); activate starts commanding;
+deactivate stops. With `autostart` (the default) the node walks itself to active.
+
+Control: each joint state, paired with camera frames of the same moment, is a
+tick; the executor answers it at once from the planned chunk while the next
+chunk is inferred in the background. The safety filter turns a missing plan
+(deadline miss), stale camera frames or NaN into the hold command and clips
+everything else to the bundle's limits, rate and workspace. Setting
+`bundle_path` while active validates the new bundle at once (refusing the
+parameter if it is bad), then loads and warms it in the background and swaps
+it in at a chunk boundary; if it misbehaves the previous one takes over again.
 """
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
+
+import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from robot_runtime.bundle import BundleError
-from robot_runtime.chunking import ActionChunkQueue
+from robot_runtime.bundle import BundleError, load_bundle
 from robot_runtime.engine import EngineError
-from robot_runtime.nodes import ros_io
-from robot_runtime.nodes.parameters import declare
+from robot_runtime.executor import PolicyExecutor, SwapError
+from robot_runtime.nodes import diagnostics, ros_io
+from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
 from robot_runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
+from robot_runtime.safety import SafetyFilter, WorkspaceLimit
 from robot_runtime.sync import ObservationSync
 
+LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError)
 
-class PolicyNode(Node):
+
+class PolicyNode(LifecycleNode):
     def __init__(self):
         super().__init__("policy_node")
         self.engine_kind = declare(self, "engine", "auto", "inference engine: auto | tensorrt | onnxruntime",
@@ -32,90 +49,187 @@ class PolicyNode(Node):
         self.engine_cache_dir = declare(self, "engine_cache_dir", "", "TensorRT engine cache; empty = default",
                                         read_only=True)
         self.threads = declare(self, "threads", 1, "engine threads", read_only=True)
-        self.beta = declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
-        self.horizon = declare(self, "execution_horizon", 0, "actions executed per chunk; 0 = half the chunk")
         self.seed = declare(self, "seed", 0, "seed of the flow-matching noise", read_only=True)
-        bundle_path = declare(self, "bundle_path", "", "model bundle directory to serve")
+        declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
+        declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk")
+        declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan")
+        declare(self, "max_frame_age", 0.2, "seconds; older camera frames make the robot hold")
+        declare_safety(self)
+        declare(self, "bundle_path", "", "model bundle directory to serve")
+        self.autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
         self.runner: PolicyRunner | None = None
-        self.queue: ActionChunkQueue | None = None
-        self.task = ""
-        self.status = {"state": "idle", "bundle": "", "error": ""}
+        self.control: PolicyExecutor | None = None
+        self.safety: SafetyFilter | None = None
         self.sync: ObservationSync | None = None
+        self.active = False
+        self.task = ""
+        self._episode_start_ns = 0
+        self.episode_running = False
+        self.status = {"state": "unconfigured", "bundle": "", "error": ""}
         self._image_subs = []
-        self.command_pub = self.create_publisher(JointState, ros_io.POLICY_COMMAND_TOPIC, ros_io.STREAM_QOS)
+        self._loader: threading.Thread | None = None
+        self._tick_times: deque = deque(maxlen=2000)
+        self._e2e_ms: deque = deque(maxlen=2000)
+        self._counts = {"stale_holds": 0, "safety_events": 0}
+        self._last_event = ""
+        self.command_pub = self.create_lifecycle_publisher(JointState, ros_io.POLICY_COMMAND_TOPIC,
+                                                           ros_io.STREAM_QOS)
         self.status_pub = self.create_publisher(String, ros_io.POLICY_STATUS_TOPIC, ros_io.LATCHED_QOS)
-        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.LATEST_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, 10)
+        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.CONTROL_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
-        if bundle_path:
-            self._load(bundle_path)
-        else:
-            self._publish_status()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    # -- bundle ---------------------------------------------------------------------------
-    def _load(self, path: str) -> str:
-        """Load, validate and warm up `path`; on failure keep the current bundle. Returns the error or ''."""
-        beta = self.beta if self.beta >= 0 else None
-        try:
-            runner = PolicyRunner.load(path, self.engine_kind, self.threads, beta, self.seed,
-                                       fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
-        except (BundleError, EngineError, PolicyOutputError) as err:
-            self.get_logger().error(f"refusing bundle: {err}")
-            self.status.update(error=str(err), state="serving" if self.runner else "error")
-            self._publish_status()
-            return str(err)
-        self.runner = runner
-        m = runner.manifest
-        horizon = self.horizon if self.horizon > 0 else max(1, m.chunk_length // 2)
-        self.queue = ActionChunkQueue(min(horizon, m.chunk_length))
-        self._subscribe_cameras([c.name for c in m.cameras])
-        self.sync = ObservationSync([c.name for c in m.cameras], int(0.5e9 / m.control_rate_hz))
-        self.status.update(state="serving", bundle=str(path), model_id=m.model_id, version=m.version,
-                           engine=runner.engine.name, engine_note=runner.engine.fallback_reason,
-                           conditioning=m.conditioning_mode, beta=runner.beta,
-                           error="", inferences=0)
-        if self.task:
-            self._select_task(self.task)
-        self.get_logger().info(f"serving {runner.bundle.label} on {runner.engine.name}")
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_timer(1.0, self._publish_diagnostics)
         self._publish_status()
-        return ""
+        if self.autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
 
-    def _subscribe_cameras(self, cameras: list[str]) -> None:
-        for sub in self._image_subs:
-            self.destroy_subscription(sub)
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        path = self.get_parameter("bundle_path").value
+        if not path:
+            self._fail("no bundle_path set")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            runner = self._load_runner(path)
+            self.safety = self._safety_filter(runner)
+        except (*LOAD_ERRORS, ValueError) as err:
+            self._fail(f"refusing bundle: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.runner = runner
+        self.control = PolicyExecutor(runner, self.get_parameter("execution_horizon").value,
+                                       self.get_parameter("blend_steps").value)
+        cameras = [c.name for c in runner.manifest.cameras]
+        self.sync = ObservationSync(cameras, int(0.5e9 / runner.manifest.control_rate_hz))
         self._image_subs = [
             self.create_subscription(Image, ros_io.camera_topic(c), lambda msg, c=c: self._on_image(c, msg),
-                                     ros_io.LATEST_QOS)
+                                     ros_io.CONTROL_QOS)
             for c in cameras]
+        if self.task:
+            self._start_episode(self.task)
+        self._set_serving("inactive")
+        return TransitionCallbackReturn.SUCCESS
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.active = True
+        self._set_serving("serving")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.active = False
+        self.control.scheduler.reset()
+        self._set_serving("inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        for sub in self._image_subs:
+            self.destroy_subscription(sub)
+        self._image_subs = []
+        self.control.close()
+        self.runner = self.control = self.safety = self.sync = None
+        self.status.update(state="unconfigured", bundle="")
+        self._publish_status()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        if self.control:
+            self.control.close()
+
+    # -- bundles ----------------------------------------------------------------------------
+    def _load_runner(self, path: str) -> PolicyRunner:
+        beta = self.get_parameter("beta").value
+        return PolicyRunner.load(path, self.engine_kind, self.threads, beta if beta >= 0 else None, self.seed,
+                                 fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
+
+    def _safety_filter(self, runner: PolicyRunner) -> SafetyFilter:
+        m = runner.manifest
+        return safety_filter(self, m.action_names, m.action_low, m.action_high, m.state_names)
+
+    def _validate_parameters(self, params) -> SetParametersResult:
         for p in params:
             if p.name == "bundle_path" and p.value:
-                error = self._load(p.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
-            elif p.name == "beta":
-                self.beta = p.value
-                if self.runner:
-                    self.runner.beta = p.value if p.value >= 0 else self.runner.manifest.beta
-            elif p.name == "execution_horizon" and self.runner:
-                m = self.runner.manifest
-                self.queue = ActionChunkQueue(min(p.value, m.chunk_length) if p.value > 0 else m.chunk_length // 2)
+                try:
+                    load_bundle(p.value)  # manifest, hashes, graph signature: fast, before accepting
+                except BundleError as err:
+                    self.get_logger().error(f"refusing bundle: {err}")
+                    return SetParametersResult(successful=False, reason=str(err))
+            if p.name == "workspace":
+                try:
+                    [WorkspaceLimit.parse(e) for e in p.value if e]
+                except ValueError as err:
+                    return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
+    def _apply_parameters(self, params) -> None:
+        for p in params:
+            if p.name == "bundle_path" and p.value:
+                if self.control is None:
+                    if self.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                        self.trigger_activate()
+                else:
+                    self._loader = threading.Thread(target=self._load_and_stage, args=(p.value,), daemon=True)
+                    self._loader.start()
+            elif p.name == "beta" and self.runner:
+                self.runner.beta = p.value if p.value >= 0 else self.runner.manifest.beta
+
+    def _load_and_stage(self, path: str) -> None:
+        """Off the control path: build the engine, warm it, stage it for the next chunk boundary."""
+        try:
+            runner = self._load_runner(path)
+            self.control.stage(runner)
+        except LOAD_ERRORS as err:
+            self._report(f"keeping {self.runner.bundle.label}: new bundle refused: {err}", error=True)
+            return
+        self.status["staged"] = runner.bundle.label
+        self._report(f"staged {runner.bundle.label}; it takes over at the next chunk boundary")
+
+    def _fail(self, message: str) -> None:
+        self.get_logger().error(message)
+        self.status.update(state="error", error=message)
+        self._publish_status()
+
+    def _set_serving(self, state: str) -> None:
+        runner = self.runner
+        m = runner.manifest
+        self.status.update(state=state, bundle=str(runner.bundle.path), model_id=m.model_id, version=m.version,
+                           engine=runner.engine.name, engine_note=runner.engine.fallback_reason,
+                           conditioning=m.conditioning_mode, beta=runner.beta, error="", staged="")
+        self._publish_status()
+
     def _publish_status(self) -> None:
-        if self.runner:
-            self.status["inferences"] = self.runner.inferences
+        if self.control:
+            stats = self.control.stats
+            self.status.update(inferences=self.runner.inferences, swaps=stats.swaps, rollbacks=stats.rollbacks,
+                               deadline_misses=stats.deadline_misses, ticks=stats.ticks)
         self.status_pub.publish(ros_io.json_msg(**self.status))
 
-    # -- control ----------------------------------------------------------------------------
-    def _select_task(self, task: str) -> None:
+    def _report(self, message: str, error: bool = False) -> None:
+        if error:  # rclpy wants one severity per call site
+            self.get_logger().error(message)
+        else:
+            self.get_logger().info(message)
+        self._last_event = message
+        if error:
+            self.status["error"] = message
+        self._publish_status()
+
+    # -- control -----------------------------------------------------------------------------
+    def _start_episode(self, task: str) -> None:
         try:
-            self.runner.select_task(task)
+            self.control.start_episode(task)
+            self.safety.reset()
+            self.sync.forget_before(self._episode_start_ns)
+            self.episode_running = True
             self.status["error"] = ""
         except PolicyInputError as err:
-            self.get_logger().error(str(err))
-            self.status["error"] = str(err)
+            self.episode_running = False
+            self._report(f"not driving this episode: {err}", error=True)
 
     def _on_event(self, msg: String) -> None:
         try:
@@ -125,17 +239,17 @@ class PolicyNode(Node):
             return
         if event.get("event") == "start":
             self.task = str(event.get("task", ""))
-            if self.runner:
-                self._select_task(self.task)
-                self.queue.clear()
+            self._episode_start_ns = int(event.get("stamp_ns", 0))
+            if self.control:
+                self._start_episode(self.task)
         elif event.get("event") == "end":
-            if self.queue:
-                self.queue.clear()
+            self.episode_running = False
+            if self.runner is not None:
+                self.status["version"] = self.runner.manifest.version
+                self.status["bundle"] = str(self.runner.bundle.path)
             self._publish_status()
 
     def _on_image(self, camera: str, msg: Image) -> None:
-        if self.sync is None:
-            return
         try:
             image = ros_io.image_from_msg(msg)
         except ValueError as err:
@@ -144,31 +258,83 @@ class PolicyNode(Node):
         self._act(self.sync.add_image(camera, ros_io.stamp_ns(msg.header), image))
 
     def _on_state(self, msg: JointState) -> None:
-        runner = self.runner
-        if runner is None or runner.task_index is None:
+        if not (self.active and self.episode_running):
             return
+        stamp = ros_io.stamp_ns(msg.header)
         try:
-            state = ros_io.values_by_name(msg, runner.manifest.state_names)
+            state = ros_io.values_by_name(msg, self.runner.manifest.state_names)
         except ValueError as err:
-            self.get_logger().error(f"holding: {err}", throttle_duration_sec=1.0)
+            self._hold(stamp, None, f"bad joint state: {err}")
             return
-        self._act(self.sync.add_state(ros_io.stamp_ns(msg.header), state))
+        if not np.all(np.isfinite(state)):
+            self._hold(stamp, None, "joint state contains NaN or inf")
+            return
+        observation = self.sync.add_state(stamp, state)
+        if observation is None:
+            max_age = int(self.get_parameter("max_frame_age").value * 1e9)
+            stale = self.sync.stale_cameras(stamp, max_age)
+            if stale and stamp - self._episode_start_ns > max_age:  # frames had time to arrive
+                self._counts["stale_holds"] += 1
+                self._hold(stamp, state, f"stale frames from {stale}")
+            return  # frames of this moment are on their way: act when they land
+        self._act(observation)
+
+    def _hold(self, stamp: int, state, reason: str) -> None:
+        command, _ = self.safety.hold(reason)
+        self.get_logger().warning(f"holding: {reason}", throttle_duration_sec=1.0)
+        self._publish_command(stamp, command)
 
     def _act(self, observation) -> None:
-        """Publish the command for a complete observation (state + frames of the same moment)."""
-        if observation is None or self.runner is None or self.runner.task_index is None:
+        if observation is None or not (self.active and self.episode_running):
             return
         stamp, state, images = observation
-        runner = self.runner
-        try:
-            if self.queue.needs_chunk():
-                self.queue.push(runner.infer(images, state))
-        except (PolicyInputError, PolicyOutputError) as err:
-            self.get_logger().error(f"holding: {err}", throttle_duration_sec=1.0)
-            self.queue.clear()
+        result = self.control.tick(images, state)
+        for event in result.events:
+            self._report(event, error="failed" in event or "rejected" in event)
+        if result.events and self.control.runner is not self.runner:  # swapped or rolled back
+            self.runner = self.control.runner
+            self._set_serving("serving")
+        if result.action is None:
+            command, event = self.safety.hold(result.reason)
+        else:
+            command, event = self.safety.filter(result.action, state)
+        if event:
+            self._counts["safety_events"] += 1
+            self.get_logger().warning(f"safety: {event.reason}", throttle_duration_sec=1.0)
+        self._publish_command(stamp, command)
+
+    def _publish_command(self, stamp: int, command: np.ndarray) -> None:
+        self.command_pub.publish(ros_io.joint_state_msg(self.runner.manifest.action_names, command, stamp))
+        now = time.monotonic()
+        self._tick_times.append(now)
+        self._e2e_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
+
+    def _publish_diagnostics(self) -> None:
+        if self.control is None:
+            self.diag_pub.publish(diagnostics.array(self, [diagnostics.status(
+                "policy_node: policy", self.get_name(), diagnostics.ERROR, self.status.get("error") or "no bundle",
+                {"state": self.status["state"]})]))
             return
-        action = self.queue.pop()
-        self.command_pub.publish(ros_io.joint_state_msg(runner.manifest.action_names, action, stamp))
+        stats = self.control.stats
+        now = time.monotonic()
+        rate = sum(1 for t in self._tick_times if now - t <= 1.0)
+        level, message = diagnostics.OK, self._last_event or "serving"
+        if self.status.get("error"):
+            level, message = diagnostics.WARN, self.status["error"]
+        values = {
+            "state": self.status["state"], "model": self.runner.bundle.label, "engine": self.runner.engine.name,
+            "engine_note": self.runner.engine.fallback_reason, "rate_hz": float(rate),
+            "inference_p50_ms": diagnostics.percentile(stats.inference_ms, 50),
+            "inference_p99_ms": diagnostics.percentile(stats.inference_ms, 99),
+            "e2e_p50_ms": diagnostics.percentile(self._e2e_ms, 50),
+            "e2e_p99_ms": diagnostics.percentile(self._e2e_ms, 99),
+            "ticks": stats.ticks, "deadline_misses": stats.deadline_misses, "holds": stats.holds,
+            "stale_holds": self._counts["stale_holds"], "safety_events": self._counts["safety_events"],
+            "swaps": stats.swaps, "rollbacks": stats.rollbacks,
+        }
+        self.diag_pub.publish(diagnostics.array(self, [diagnostics.status(
+            "policy_node: policy", self.get_name(), level, message, values)]))
+        self._publish_status()
 
 
 def main(args=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import rclpy
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
@@ -24,10 +24,10 @@ END_GRACE_S = 1.0
 IDLE_BUFFER_NS = 2_000_000_000
 
 
-class RecorderNode(Node):
+class RecorderNode(LifecycleNode):
     def __init__(self):
         super().__init__("recorder")
-        store_path = declare(self, "store_path", "episodes", "episode store directory", read_only=True)
+        self.store_path = declare(self, "store_path", "episodes", "episode store directory", read_only=True)
         cameras = declare(self, "cameras", ["corner", "gripperPOV"], "cameras to record", read_only=True)
         image_size = declare(self, "image_size", 96, "square image size of every camera", read_only=True)
         state_names = declare(self, "state_names", [""], "state entries to record, in order", read_only=True)
@@ -36,16 +36,12 @@ class RecorderNode(Node):
         executed_topic = declare(self, "executed_topic", ros_io.ROBOT_EXECUTED_TOPIC,
                                  "what the robot executed: robot/executed if the driver reports it, "
                                  "else robot/command (the mux output)", read_only=True)
+        autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
         self.layout = EpisodeLayout(cameras={c: (image_size, image_size) for c in cameras},
                                     state_names=tuple(state_names), action_names=tuple(action_names))
-        self.store = EpisodeStore(store_path)
-        recovery = self.store.recover()
-        for episode_id, rows in recovery.salvaged.items():
-            self.get_logger().warning(f"salvaged {rows} steps of interrupted episode {episode_id} (truncated)")
-        for episode_id, reason in recovery.quarantined.items():
-            self.get_logger().warning(f"quarantined interrupted episode {episode_id}: {reason}")
-        self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
-                                      on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
+        self.store: EpisodeStore | None = None
+        self.recorder: AsyncRecorder | None = None
+        self.active = False
         self.assembler = StepAssembler(self.layout)
         self.recording = False
         self._ending: tuple[dict, float] | None = None
@@ -61,7 +57,54 @@ class RecorderNode(Node):
                                  ros_io.STREAM_QOS)
         self.create_subscription(String, ros_io.POLICY_STATUS_TOPIC, self._on_policy_status, ros_io.LATCHED_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
+        if autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # -- lifecycle: configure opens the store (recovering what a crash left), activate records --
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.store = EpisodeStore(self.store_path)
+            recovery = self.store.recover()
+        except OSError as err:
+            self.get_logger().error(f"cannot open episode store {self.store_path}: {err}")
+            return TransitionCallbackReturn.FAILURE
+        for episode_id in recovery.completed:
+            self.get_logger().warning(f"finished committing interrupted episode {episode_id}")
+        for episode_id, rows in recovery.salvaged.items():
+            self.get_logger().warning(f"salvaged {rows} steps of interrupted episode {episode_id} (truncated)")
+        for episode_id, reason in recovery.quarantined.items():
+            self.get_logger().warning(f"quarantined interrupted episode {episode_id}: {reason}")
+        self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
+                                      on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
         self.get_logger().info(f"recording to {self.store.root} ({len(self.store.episode_ids())} committed)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        if self.recording:  # what was seen so far is kept, marked as cut short
+            self._finish("unlabeled", "recorder deactivated mid-episode", truncated=True)
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.recorder.close()
+        self.recorder = self.store = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Process exit: keep what the episode in progress has so far, drain the writer."""
+        if self.recording:
+            self._finish("unlabeled", "recorder shut down mid-episode", truncated=True)
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     def _on_policy_status(self, msg: String) -> None:
         status = ros_io.parse_json_msg(msg)
@@ -73,7 +116,7 @@ class RecorderNode(Node):
         except ValueError as err:
             self.get_logger().warning(f"ignoring malformed episode event: {err}")
             return
-        if event.get("event") == "start":
+        if event.get("event") == "start" and self.active:
             self._maybe_finish(force=True)
             if self.recording:
                 self._finish("failure", "superseded by a new start")
@@ -104,12 +147,13 @@ class RecorderNode(Node):
         self._finish("success" if event.get("success") else "failure", event.get("reason", ""),
                      {"held_steps": event.get("held_steps", 0)})
 
-    def _finish(self, outcome: str, reason: str, extra: dict | None = None) -> None:
+    def _finish(self, outcome: str, reason: str, extra: dict | None = None, truncated: bool = False) -> None:
         for step in self.assembler.ready(final=True):
             self.recorder.add(step)
         counts = self.assembler.counts
         self.recorder.end(outcome, reason, {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
-                                            "uncommanded_observations": counts.uncommanded_observations})
+                                            "uncommanded_observations": counts.uncommanded_observations},
+                          truncated)
         self.recording = False
 
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -149,9 +193,6 @@ class RecorderNode(Node):
         self.status_pub.publish(ros_io.json_msg(
             event="committed", episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
             outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps))
-
-    def close(self) -> None:
-        self.recorder.close()
 
 
 def main(args=None):

@@ -30,6 +30,7 @@ TELEOP_ENGAGED_TOPIC = "teleop/engaged"
 ROBOT_COMMAND_TOPIC = "robot/command"
 ROBOT_EXECUTED_TOPIC = "robot/executed"
 RECORDER_STATUS_TOPIC = "recorder/status"
+ESTOP_TOPIC = "estop"
 
 
 def camera_topic(camera: str) -> str:
@@ -38,8 +39,11 @@ def camera_topic(camera: str) -> str:
 
 # Observations and commands: reliable so the recorder sees every step on a healthy link.
 STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Consumers that only act on the newest sample (the policy) must not queue stale ones.
+# Consumers that only need the newest sample must not queue stale ones.
 LATEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+# The policy answers every tick: a short queue rides out a brief stall (a bundle loading beside
+# the control thread) instead of silently skipping ticks; the executor then catches up.
+CONTROL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
 # Events and status: late joiners get the recent history.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -108,13 +112,13 @@ def parse_json_msg(msg: String) -> dict:
     return data
 
 
-def spin_node(node) -> None:
+def spin_node(node, executor=None) -> None:
     """Spin until SIGINT/SIGTERM (rclpy's own handlers wake the executor), then tear down cleanly."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     try:
-        rclpy.spin(node)
+        rclpy.spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -238,13 +238,15 @@ class EpisodeWriter:
         tmp.write_text(json.dumps({"rows": self.steps}))
         os.replace(tmp, self.path / PROGRESS)
 
-    def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None) -> Path:
-        """Make the episode visible to readers. Returns its committed path."""
+    def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> Path:
+        """Make the episode visible to readers. Returns its committed path. `truncated`: it was cut
+        short (the recorder stopped mid-episode), so its end says nothing about the task."""
         if outcome not in OUTCOMES:
             raise EpisodeError(f"{self.path}: outcome '{outcome}' is not one of {OUTCOMES}")
         self._flush_buffer()
         self.metadata.outcome = outcome
         self.metadata.end_reason = end_reason
+        self.metadata.truncated = truncated
         self.metadata.end_time = time.time()
         self.metadata.extra.update(extra or {})
         self._group.attrs.update(self._attributes())

@@ -38,13 +38,14 @@ def config_dir() -> Path:
 
 def sim_graph() -> list[NodeSpec]:
     """The simulated robot plus the on-robot nodes, with the sim's state/action names."""
-    from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
+    from robot_runtime.sim.metaworld_robot import ACTION_HIGH, ACTION_LOW, ACTION_NAMES, STATE_NAMES
 
     names = {"state_names": list(STATE_NAMES), "action_names": list(ACTION_NAMES)}
+    limits = {"action_low": list(ACTION_LOW), "action_high": list(ACTION_HIGH)}
     return [
         NodeSpec("sim_robot", "sim_robot"),
         NodeSpec("scripted_operator", "scripted_operator"),
-        NodeSpec("teleop_mux", "teleop_mux"),
+        NodeSpec("teleop_mux", "teleop_mux", {**names, **limits}),
         NodeSpec("policy_node", "policy_node"),
         NodeSpec("recorder", "recorder", names),
     ]

@@ -52,8 +52,8 @@ class AsyncRecorder:
             self._dropped_this_episode += 1
             return False
 
-    def end(self, outcome: str, end_reason: str = "", extra: dict | None = None) -> None:
-        self._queue.put(("end", (outcome, end_reason, dict(extra or {}))))
+    def end(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> None:
+        self._queue.put(("end", (outcome, end_reason, dict(extra or {}), truncated)))
 
     def flush(self) -> None:
         """Block until everything queued so far is on disk."""
@@ -86,13 +86,13 @@ class AsyncRecorder:
                 return
             self.stats.written_steps += 1
         elif kind == "end" and self._writer is not None:
-            outcome, reason, extra = payload
+            outcome, reason, extra, truncated = payload
             writer, self._writer = self._writer, None
             if writer.steps == 0:
                 writer.discard()
                 return
             extra["dropped_steps"] = self._dropped_this_episode
-            path = writer.commit(outcome, reason, extra)
+            path = writer.commit(outcome, reason, extra, truncated)
             self.stats.committed.append(path)
             if self._on_commit:
                 self._on_commit(path, writer)

@@ -25,6 +25,14 @@ class WorkspaceLimit:
     low: float
     high: float
 
+    @classmethod
+    def parse(cls, entry: str) -> "WorkspaceLimit":
+        """From 'state_name:action_name:low:high', the form a YAML string list can hold."""
+        parts = entry.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"workspace entry '{entry}' is not state_name:action_name:low:high")
+        return cls(parts[0], parts[1], float(parts[2]), float(parts[3]))
+
 
 @dataclass
 class SafetyConfig:

@@ -57,7 +57,13 @@ class ObservationSync:
         self._pending = None
         return stamp, state, images
 
-    def clear(self) -> None:
+    def stale_cameras(self, stamp_ns: int, max_age_ns: int) -> list[str]:
+        """Cameras whose newest frame is older than `max_age_ns` before `stamp_ns` (or that sent none)."""
+        return [c for c, q in self._images.items() if not q or stamp_ns - q[-1][0] > max_age_ns]
+
+    def forget_before(self, stamp_ns: int) -> None:
+        """A new episode began at `stamp_ns`: older frames must neither be used nor count as stale."""
         self._pending = None
-        for q in self._images.values():
-            q.clear()
+        for camera, q in self._images.items():
+            self._images[camera] = deque(((s, i) for s, i in q if s >= stamp_ns), maxlen=q.maxlen)
+
