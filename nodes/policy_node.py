@@ -70,6 +70,8 @@ class PolicyNode(LifecycleNode):
         self._loader: threading.Thread | None = None
         self._tick_times: deque = deque(maxlen=2000)
         self._e2e_ms: deque = deque(maxlen=2000)
+        self._work_ms: deque = deque(maxlen=2000)
+        self._callback_started = time.perf_counter()
         self._counts = {"stale_holds": 0, "safety_events": 0}
         self._last_event = ""
         self.command_pub = self.create_lifecycle_publisher(JointState, ros_io.POLICY_COMMAND_TOPIC,
@@ -250,6 +252,7 @@ class PolicyNode(LifecycleNode):
             self._publish_status()
 
     def _on_image(self, camera: str, msg: Image) -> None:
+        self._callback_started = time.perf_counter()
         try:
             image = ros_io.image_from_msg(msg)
         except ValueError as err:
@@ -258,6 +261,7 @@ class PolicyNode(LifecycleNode):
         self._act(self.sync.add_image(camera, ros_io.stamp_ns(msg.header), image))
 
     def _on_state(self, msg: JointState) -> None:
+        self._callback_started = time.perf_counter()
         if not (self.active and self.episode_running):
             return
         stamp = ros_io.stamp_ns(msg.header)
@@ -301,13 +305,14 @@ class PolicyNode(LifecycleNode):
         if event:
             self._counts["safety_events"] += 1
             self.get_logger().warning(f"safety: {event.reason}", throttle_duration_sec=1.0)
-        self._publish_command(stamp, command)
+        self._publish_command(stamp, command, result.inline_ms)
 
-    def _publish_command(self, stamp: int, command: np.ndarray) -> None:
+    def _publish_command(self, stamp: int, command: np.ndarray, inline_ms: float = 0.0) -> None:
         self.command_pub.publish(ros_io.joint_state_msg(self.runner.manifest.action_names, command, stamp))
-        now = time.monotonic()
-        self._tick_times.append(now)
+        self._tick_times.append(time.monotonic())
         self._e2e_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
+        # The runtime's own cost this tick: conversion, sync, scheduling, safety, publishing.
+        self._work_ms.append((time.perf_counter() - self._callback_started) * 1000.0 - inline_ms)
 
     def _publish_diagnostics(self) -> None:
         if self.control is None:
@@ -328,6 +333,8 @@ class PolicyNode(LifecycleNode):
             "inference_p99_ms": diagnostics.percentile(stats.inference_ms, 99),
             "e2e_p50_ms": diagnostics.percentile(self._e2e_ms, 50),
             "e2e_p99_ms": diagnostics.percentile(self._e2e_ms, 99),
+            "tick_work_p50_ms": diagnostics.percentile(self._work_ms, 50),
+            "tick_work_p99_ms": diagnostics.percentile(self._work_ms, 99),
             "ticks": stats.ticks, "deadline_misses": stats.deadline_misses, "holds": stats.holds,
             "stale_holds": self._counts["stale_holds"], "safety_events": self._counts["safety_events"],
             "swaps": stats.swaps, "rollbacks": stats.rollbacks,

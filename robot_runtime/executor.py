@@ -35,6 +35,7 @@ class TickResult:
     action: np.ndarray | None  # None: hold (reason says why)
     reason: str = ""
     events: list[str] = field(default_factory=list)
+    inline_ms: float = 0.0  # inference run on the control path this tick (episode start only)
 
 
 @dataclass
@@ -114,7 +115,9 @@ class PolicyExecutor:
         self.stats.ticks += 1
         self._collect(tick, result.events)
         if tick == 0:
+            started = time.perf_counter()
             self._infer_inline(tick, images, state, result.events)  # episode start: nothing planned yet
+            result.inline_ms = (time.perf_counter() - started) * 1000.0
         elif self.scheduler.wants_chunk(tick, self._lead_ticks()):
             self._submit(tick, images, state)
         result.action = self.scheduler.action(tick)
