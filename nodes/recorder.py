@@ -2,8 +2,16 @@
 
 Joins the robot's observations with the command it executed (and the policy's
 proposal) by stamp, hands whole steps to a writer thread, and commits the
-episode when the robot announces its end: success -> 'success', anything else
--> 'failure'. Committed episodes are announced on `recorder/status`.
+episode when its end is announced on `episode/events`: success -> 'success',
+failure -> 'failure', an end without a verdict (an operator's stop) ->
+'unlabeled'. Committed episodes are announced on `recorder/status`.
+
+Operator interface: `~/start_episode` and `~/stop_episode` (std_srvs/Trigger)
+announce episode boundaries on a real robot (the task comes from the `task`
+parameter); `operator/label` (std_msgs/String, JSON {"episode_id" (default: the
+last one), "outcome", "progress" 1-5, "note", "operator"}) labels a committed
+episode. A disk quota and a free-space floor stop recording (never control)
+before the disk fills; the reason goes to /diagnostics.
 """
 from __future__ import annotations
 
@@ -11,12 +19,15 @@ import time
 
 import rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from robot_runtime.assembler import StepAssembler
-from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore
-from robot_runtime.nodes import ros_io
+from robot_runtime.disk_guard import DiskGuard, tree_bytes
+from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
+from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.recording import AsyncRecorder
 
@@ -37,6 +48,12 @@ class RecorderNode(LifecycleNode):
                                  "what the robot executed: robot/executed if the driver reports it, "
                                  "else robot/command (the mux output)", read_only=True)
         autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
+        declare(self, "task", "", "instruction of episodes started with ~/start_episode")
+        declare(self, "robot_id", "robot", "robot id of episodes started with ~/start_episode")
+        declare(self, "control_rate_hz", 20.0, "control rate of episodes started with ~/start_episode")
+        self.quota_mb = declare(self, "disk_quota_mb", 0.0, "maximum store size; 0 = no quota", read_only=True)
+        self.min_free_mb = declare(self, "min_free_mb", 500.0, "stop recording below this much free disk",
+                                   read_only=True)
         self.layout = EpisodeLayout(cameras={c: (image_size, image_size) for c in cameras},
                                     state_names=tuple(state_names), action_names=tuple(action_names))
         self.store: EpisodeStore | None = None
@@ -44,10 +61,21 @@ class RecorderNode(LifecycleNode):
         self.active = False
         self.assembler = StepAssembler(self.layout)
         self.recording = False
+        self.recorder_episode_id = ""
         self._ending: tuple[dict, float] | None = None
         self.create_timer(0.1, self._maybe_finish)
         self.policy_version = ""
+        self.guard: DiskGuard | None = None
+        self.blocked = ""  # why recording is refused right now
+        self.last_episode_id = ""
+        self.episodes_committed = 0
         self.status_pub = self.create_publisher(String, ros_io.RECORDER_STATUS_TOPIC, ros_io.LATCHED_QOS)
+        self.event_pub = self.create_publisher(String, ros_io.EPISODE_EVENTS_TOPIC, ros_io.LATCHED_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, 10)
+        self.create_service(Trigger, "~/start_episode", self._start_service)
+        self.create_service(Trigger, "~/stop_episode", self._stop_service)
+        self.create_subscription(String, ros_io.OPERATOR_LABEL_TOPIC, self._on_label, ros_io.STREAM_QOS)
+        self.create_timer(1.0, self._check_disk_and_report)
         for camera in cameras:
             self.create_subscription(Image, ros_io.camera_topic(camera),
                                      lambda msg, c=camera: self._on_image(c, msg), ros_io.STREAM_QOS)
@@ -74,8 +102,8 @@ class RecorderNode(LifecycleNode):
             self.get_logger().warning(f"salvaged {rows} steps of interrupted episode {episode_id} (truncated)")
         for episode_id, reason in recovery.quarantined.items():
             self.get_logger().warning(f"quarantined interrupted episode {episode_id}: {reason}")
-        self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit,
-                                      on_error=lambda e: self.get_logger().error(f"recording failed: {e}"))
+        self.guard = DiskGuard(self.store.root, int(self.quota_mb * 1e6), int(self.min_free_mb * 1e6))
+        self.recorder = AsyncRecorder(self.store, on_commit=self._on_commit, on_error=self._on_write_error)
         self.get_logger().info(f"recording to {self.store.root} ({len(self.store.episode_ids())} committed)")
         return TransitionCallbackReturn.SUCCESS
 
@@ -119,11 +147,16 @@ class RecorderNode(LifecycleNode):
         if event.get("event") == "start" and self.active:
             self._maybe_finish(force=True)
             if self.recording:
-                self._finish("failure", "superseded by a new start")
+                self._finish("unlabeled", "superseded by a new start", truncated=True)
+            self.blocked = self.guard.problem()
+            if self.blocked:
+                self.get_logger().error(f"not recording episode {event.get('episode_id')}: {self.blocked}")
+                return
             # Observations of this episode may have arrived before its announcement: keep them.
             rate = float(event.get("control_rate_hz", 0.0)) or 10.0
             self.assembler.restart(int(event.get("stamp_ns", 0)), tolerance_ns=int(0.5e9 / rate))
             self.recording = True
+            self.recorder_episode_id = event["episode_id"]
             self.recorder.begin(self.layout, EpisodeMetadata(
                 task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
                 control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
@@ -144,8 +177,9 @@ class RecorderNode(LifecycleNode):
         if not force and self.assembler.counts.commands < event.get("steps", 0) and time.monotonic() < deadline:
             return
         self._ending = None
-        self._finish("success" if event.get("success") else "failure", event.get("reason", ""),
-                     {"held_steps": event.get("held_steps", 0)})
+        verdict = event.get("success")
+        outcome = "unlabeled" if verdict is None else ("success" if verdict else "failure")
+        self._finish(outcome, event.get("reason", ""), {"held_steps": event.get("held_steps", 0)})
 
     def _finish(self, outcome: str, reason: str, extra: dict | None = None, truncated: bool = False) -> None:
         for step in self.assembler.ready(final=True):
@@ -189,7 +223,75 @@ class RecorderNode(LifecycleNode):
                 self.recorder.add(step)
             self._maybe_finish()
 
+    # -- operator interface ----------------------------------------------------------------
+    def _start_service(self, request, response):
+        if self.recording:
+            response.success, response.message = False, "an episode is being recorded; stop it first"
+            return response
+        task = self.get_parameter("task").value
+        if not task:
+            response.success, response.message = False, "set the `task` parameter (the instruction) first"
+            return response
+        robot_id = self.get_parameter("robot_id").value
+        episode_id = new_episode_id(robot_id)
+        self.event_pub.publish(ros_io.json_msg(
+            event="start", episode_id=episode_id, task=task, robot_id=robot_id,
+            control_rate_hz=self.get_parameter("control_rate_hz").value,
+            stamp_ns=self.get_clock().now().nanoseconds))
+        response.success, response.message = True, episode_id
+        return response
+
+    def _stop_service(self, request, response):
+        if not self.recording:
+            response.success, response.message = False, "no episode is being recorded"
+            return response
+        # No verdict: the episode stays 'unlabeled' until an operator labels it.
+        self.event_pub.publish(ros_io.json_msg(event="end", episode_id=self.recorder_episode_id,
+                                               reason="stopped by operator", steps=self.assembler.counts.commands))
+        response.success, response.message = True, self.recorder_episode_id
+        return response
+
+    def _on_label(self, msg: String) -> None:
+        try:
+            label = ros_io.parse_json_msg(msg)
+            episode_id = label.get("episode_id") or self.last_episode_id
+            progress = label.get("progress")
+            result = self.store.label(episode_id, label["outcome"], None if progress is None else int(progress),
+                                      str(label.get("note", "")), str(label.get("operator", "")))
+        except (ValueError, KeyError, EpisodeError) as err:
+            self.get_logger().error(f"label refused: {err}")
+            self.status_pub.publish(ros_io.json_msg(event="label_refused", error=str(err)))
+            return
+        self.status_pub.publish(ros_io.json_msg(event="labeled", episode_id=episode_id, **result))
+
+    # -- disk and health ---------------------------------------------------------------------
+    def _on_write_error(self, message: str) -> None:
+        self.get_logger().error(f"recording failed: {message}")
+        self.blocked = f"write failed: {message}"
+
+    def _check_disk_and_report(self) -> None:
+        if self.guard is None:
+            return
+        in_progress = tree_bytes(self.store.staging_dir) if self.recording else 0
+        problem = self.guard.problem(in_progress)
+        if problem and self.recording:
+            self.get_logger().error(f"stopping recording: {problem}")
+            self._finish("unlabeled", f"recording stopped: {problem}", truncated=True)
+        if problem or not self.blocked.startswith("write failed"):
+            self.blocked = problem
+        stats = self.recorder.stats
+        level = diagnostics.ERROR if self.blocked else diagnostics.OK
+        self.diag_pub.publish(diagnostics.array(self, [diagnostics.status(
+            "recorder: episodes", self.get_name(), level, self.blocked or ("recording" if self.recording else "idle"),
+            {"recording": self.recording, "episodes_committed": self.episodes_committed,
+             "written_steps": stats.written_steps, "dropped_steps": stats.dropped_steps,
+             "rejected_steps": stats.rejected_steps, "queue_depth": self.recorder.queue_depth,
+             "store_mb": self.guard.committed_bytes / 1e6, "free_mb": self.guard.free_bytes() / 1e6})]))
+
     def _on_commit(self, path, writer) -> None:
+        self.guard.add_committed(path)
+        self.last_episode_id = writer.metadata.episode_id
+        self.episodes_committed += 1
         self.status_pub.publish(ros_io.json_msg(
             event="committed", episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
             outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps))

@@ -31,6 +31,7 @@ ROBOT_COMMAND_TOPIC = "robot/command"
 ROBOT_EXECUTED_TOPIC = "robot/executed"
 RECORDER_STATUS_TOPIC = "recorder/status"
 ESTOP_TOPIC = "estop"
+OPERATOR_LABEL_TOPIC = "operator/label"
 
 
 def camera_topic(camera: str) -> str:

@@ -6,6 +6,8 @@ time), reports what it applied on `robot/executed`, and announces episode start/
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import rclpy
 from rclpy.node import Node
@@ -49,7 +51,13 @@ class SimRobotNode(Node):
         self._command: tuple[int, np.ndarray, str] | None = None
         self._hold = np.zeros(len(ACTION_NAMES), np.float32)
         self._held_steps = 0
-        self.create_timer(1.0 / self.rate, self._tick)
+        self.lockstep = declare(self, "lockstep", True,
+                                "wait (up to command_timeout) for the answer to the last observation before "
+                                "stepping; false models a real-time controller that holds instead")
+        self.command_timeout = declare(self, "command_timeout", 0.5, "seconds a lockstep tick waits for a command")
+        self._published_at = 0.0
+        # Checked 5x per period: the step happens once the period is over and the command is in.
+        self.create_timer(0.2 / self.rate, self._tick)
         self.get_logger().info(f"{self.config.env_name} at {self.rate} Hz, cameras {list(self.config.cameras)}")
 
     def _on_command(self, msg: JointState) -> None:
@@ -98,8 +106,14 @@ class SimRobotNode(Node):
         if not self._active:
             return
         if self._observation is None:  # the previous observation is out: act on its command
+            now = time.monotonic()
+            if now < self._published_at + 1.0 / self.rate:
+                return
             command = self._command
-            if command is not None and command[0] == self._last_stamp:
+            answered = command is not None and command[0] == self._last_stamp
+            if not answered and self.lockstep and now < self._published_at + 1.0 / self.rate + self.command_timeout:
+                return  # simulated time waits for a slow machine
+            if answered:
                 _, action, source = command
                 self._hold[3] = action[3]  # a hold keeps the gripper as last commanded
             else:
@@ -112,6 +126,7 @@ class SimRobotNode(Node):
             self.image_pubs[camera].publish(ros_io.image_msg(image, stamp, camera))
         self.state_pub.publish(ros_io.joint_state_msg(STATE_NAMES, self._observation.state, stamp))
         self._observation, self._last_stamp = None, stamp
+        self._published_at = time.monotonic()
         if self.robot.success:
             self._end("success")
         elif self.robot.timed_out:

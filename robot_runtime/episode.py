@@ -26,6 +26,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 COMMIT_MARKER = "commit.json"
 PROGRESS = "progress.json"  # rows safely in chunk files so far; lets a crashed episode be salvaged
+LABELS = "labels.json"  # an operator's label, written after commit; overrides the recorded outcome
 OUTCOMES = ("success", "failure", "unlabeled")
 CHUNK_STEPS = 50
 
@@ -162,6 +163,7 @@ class EpisodeWriter:
         self._buffers = {name: np.zeros((chunk_steps, *shape), dtype) for name, (shape, dtype) in self._spec.items()}
         self._fill = 0
         self.steps = 0
+        self.segments: list[list[int]] = []  # [start, end) step ranges the operator commanded
         self._last_timestamp = -np.inf
         self._group = zarr.open_group(str(self.path), mode="w-")
         self._arrays = {}
@@ -190,6 +192,7 @@ class EpisodeWriter:
             "end_time": meta.end_time,
             "end_reason": meta.end_reason,
             "truncated": meta.truncated,
+            "intervention_segments": self.segments,
             "layout": self.layout.to_json(),
             "extra": meta.extra,
         }
@@ -221,6 +224,10 @@ class EpisodeWriter:
         for name, value in row.items():
             self._buffers[name][self._fill] = value
         self._last_timestamp = step.timestamp
+        if step.intervention and (not self.segments or self.segments[-1][1] != self.steps):
+            self.segments.append([self.steps, self.steps + 1])  # a takeover starts
+        elif step.intervention:
+            self.segments[-1][1] = self.steps + 1
         self._fill += 1
         self.steps += 1
         if self._fill == self._chunk:
@@ -289,6 +296,12 @@ class Episode:
         self.steps = int(marker["steps"])
         self._group = zarr.open_group(str(self.path), mode="r")
         self.meta = dict(self._group.attrs)
+        labels = self.path / LABELS
+        if labels.is_file():
+            try:
+                self.meta.update(json.loads(labels.read_text()))
+            except json.JSONDecodeError as err:
+                raise EpisodeError(f"{labels}: not valid JSON ({err})") from None
         self.layout = EpisodeLayout.from_json(self.meta["layout"])
         for name, (shape, dtype) in self.layout.arrays().items():
             try:
@@ -344,6 +357,25 @@ class EpisodeStore:
 
     def episodes(self) -> list[Episode]:
         return [self.open(eid) for eid in self.episode_ids()]
+
+    def label(self, episode_id: str, outcome: str, progress: int | None = None, note: str = "",
+              operator: str = "") -> dict:
+        """Attach an operator's judgement to a committed episode (atomically, in labels.json).
+
+        The recorded arrays and the commit marker are never rewritten; the label overrides
+        `outcome` and adds `progress` (1-5), `note`, `labeled_by` and `labeled_at`.
+        """
+        path = self.episodes_dir / episode_id
+        if not (path / COMMIT_MARKER).is_file():
+            raise EpisodeError(f"{path}: no committed episode with this id")
+        if outcome not in OUTCOMES:
+            raise EpisodeError(f"{path}: outcome '{outcome}' is not one of {OUTCOMES}")
+        if progress is not None and not 1 <= progress <= 5:
+            raise EpisodeError(f"{path}: progress {progress} is not a 1-5 score")
+        label = {"outcome": outcome, "progress": progress, "note": note, "labeled_by": operator,
+                 "labeled_at": time.time()}
+        write_json_atomic(path / LABELS, label)
+        return label
 
     def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS) -> EpisodeWriter:
         return EpisodeWriter(self, layout, metadata, chunk_steps)

@@ -55,6 +55,10 @@ class AsyncRecorder:
     def end(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> None:
         self._queue.put(("end", (outcome, end_reason, dict(extra or {}), truncated)))
 
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     def flush(self) -> None:
         """Block until everything queued so far is on disk."""
         self._queue.join()

@@ -120,3 +120,22 @@ def test_async_recorder_commits_and_counts_rejected_steps(tmp_path):
     [ep] = store.episodes()
     assert ep.steps == 69 and recorder.stats.rejected_steps == 1
     assert ep.meta["extra"]["dropped_steps"] == 0
+
+
+def test_intervention_segments_and_operator_labels(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    steps = make_steps(12)
+    for i, s in enumerate(steps):
+        s.intervention = i in (2, 3, 4, 9)
+        writer.append(s)
+    path = writer.commit("unlabeled")
+    ep = store.open(path.name)
+    assert ep.meta["intervention_segments"] == [[2, 5], [9, 10]] and ep.outcome == "unlabeled"
+    store.label(path.name, "failure", progress=3, note="puck slid off the table", operator="ana")
+    ep = store.open(path.name)
+    assert ep.outcome == "failure" and ep.meta["progress"] == 3 and ep.meta["labeled_by"] == "ana"
+    with pytest.raises(EpisodeError, match="1-5"):
+        store.label(path.name, "success", progress=7)
+    with pytest.raises(EpisodeError, match="no committed episode"):
+        store.label("nope", "success")
