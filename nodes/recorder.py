@@ -292,6 +292,8 @@ class RecorderNode(LifecycleNode):
         self.guard.add_committed(path)
         self.last_episode_id = writer.metadata.episode_id
         self.episodes_committed += 1
+        if not rclpy.ok():  # committed while shutting down: nobody to tell
+            return
         self.status_pub.publish(ros_io.json_msg(
             event="committed", episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
             outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps))

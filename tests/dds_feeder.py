@@ -7,7 +7,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from robot_runtime.nodes import ros_io
-from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for
+from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruction_for
 
 
 class Feeder:
@@ -25,6 +25,7 @@ class Feeder:
                                  ros_io.STREAM_QOS)
         node.create_subscription(JointState, ros_io.ROBOT_COMMAND_TOPIC, self._keep(self.robot_commands),
                                  ros_io.STREAM_QOS)
+        self.executed_pub = node.create_publisher(JointState, ros_io.ROBOT_EXECUTED_TOPIC, ros_io.STREAM_QOS)
         self.state = np.zeros(len(STATE_NAMES), np.float32)
 
     def _keep(self, into):
@@ -39,17 +40,26 @@ class Feeder:
                                             stamp_ns=self.node.get_clock().now().nanoseconds))
         time.sleep(0.2)
 
-    def play(self, seconds: float, rate: float = 20.0, cameras=None) -> list[int]:
-        """Publish frames (of `cameras`, default all) and states at `rate`; returns the stamps sent."""
-        frame = np.full((96, 96, 3), 128, np.uint8)
+    def play(self, seconds: float, rate: float = 20.0, cameras=None, executed: bool = False,
+             size: int = 96, noise: bool = False) -> list[int]:
+        """Publish frames (of `cameras`, default all) and states at `rate`, and with `executed` what
+        the robot applied for the previous tick (as a driver reports it); returns the stamps sent.
+        `noise` frames do not compress, for tests that need to fill a disk."""
+        rng = np.random.default_rng(0)
+        frame = np.full((size, size, 3), 128, np.uint8)
         stamps = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             stamp = self.node.get_clock().now().nanoseconds
+            if noise:
+                frame = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
             for cam, pub in self.images.items():
                 if cameras is None or cam in cameras:
                     pub.publish(ros_io.image_msg(frame, stamp, cam))
             self.state_pub.publish(ros_io.joint_state_msg(STATE_NAMES, self.state, stamp))
+            if executed and stamps:
+                self.executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, np.zeros(len(ACTION_NAMES)),
+                                                                 stamps[-1], "operator"))
             stamps.append(stamp)
             time.sleep(1.0 / rate)
         time.sleep(0.3)  # let the last answers arrive
