@@ -12,6 +12,7 @@ import rclpy
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -34,8 +35,10 @@ SIM_TOPICS = {
 
 class GraphClient:
     def __init__(self, name: str = "graph_client"):
-        if not rclpy.ok():
-            rclpy.init()
+        self._owns_context = not rclpy.ok()
+        if self._owns_context:
+            # A host process (demo, test, benchmark) keeps its own SIGINT/SIGTERM behaviour.
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(name)
         self._lock = threading.Condition()
         self.events: list[dict] = []
@@ -145,4 +148,7 @@ class GraphClient:
 
     def close(self) -> None:
         self._executor.shutdown()
+        self._thread.join(timeout=5)
         self.node.destroy_node()
+        if self._owns_context:
+            rclpy.try_shutdown()
