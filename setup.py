@@ -13,7 +13,7 @@ from glob import glob
 from setuptools import setup
 
 PACKAGE = "robot_runtime"
-NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator"]
+NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator", "teleop_device"]
 
 setup(
     name=PACKAGE,
@@ -46,6 +46,7 @@ setup(
             f"robot-runtime-launch = {PACKAGE}.launcher:main",
             f"robot-runtime-demo = {PACKAGE}.improvement_loop.demo:main",
             f"robot-runtime-train = {PACKAGE}.improvement_loop.train:main",
+            f"robot-runtime-episodes = {PACKAGE}.episode_cli:main",
         ],
     },
 )

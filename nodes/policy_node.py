@@ -26,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from robot_runtime.bundle import BundleError, load_bundle
 from robot_runtime.engine import EngineError
@@ -80,6 +80,8 @@ class PolicyNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, 10)
         self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.CONTROL_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
+        self.create_subscription(Bool, ros_io.TELEOP_ENGAGED_TOPIC, self._on_engaged, ros_io.STREAM_QOS)
+        self._operator_engaged = False
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -250,6 +252,13 @@ class PolicyNode(LifecycleNode):
                 self.status["version"] = self.runner.manifest.version
                 self.status["bundle"] = str(self.runner.bundle.path)
             self._publish_status()
+
+    def _on_engaged(self, msg: Bool) -> None:
+        """When the operator hands back, plan afresh from where the robot now is (no jump back)."""
+        if self._operator_engaged and not msg.data and self.control is not None:
+            self.control.replan()
+            self._report("operator released: replanning from the current observation")
+        self._operator_engaged = bool(msg.data)
 
     def _on_image(self, camera: str, msg: Image) -> None:
         self._callback_started = time.perf_counter()

@@ -3,8 +3,9 @@
 Each observation is a tick. The tick takes the scheduled action at once; when
 the plan is running low, inference on the newest observation starts in a
 background thread, and its chunk is merged when it lands (latency compensated,
-blended, see scheduler.py). The very first chunk of an episode is computed
-inline, since there is nothing to execute yet.
+blended, see scheduler.py). The first chunk of an episode, and the first after
+the operator hands control back, are computed inline: there is nothing valid to
+execute yet.
 
 Hot swap: a new bundle is loaded and warmed by the caller, then `stage()`d; the
 next inference request runs on it, and only a valid chunk from it makes the
@@ -35,7 +36,7 @@ class TickResult:
     action: np.ndarray | None  # None: hold (reason says why)
     reason: str = ""
     events: list[str] = field(default_factory=list)
-    inline_ms: float = 0.0  # inference run on the control path this tick (episode start only)
+    inline_ms: float = 0.0  # inference run on the control path this tick (episode start, replan)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class PolicyExecutor:
         self._staged: PolicyRunner | None = None
         self._task = ""
         self._tick = 0
+        self._replan = False
         self._episode = 0
         self._cond = threading.Condition()
         self._request = None  # (episode, tick, images, state, runner)
@@ -88,6 +90,15 @@ class PolicyExecutor:
             self._result = None
         self._task, self._tick = task, 0
         self.scheduler.reset()
+
+    def replan(self) -> None:
+        """Drop the current plan; the next tick plans from its own observation (e.g. the operator just
+        handed back control, so the old plan describes a robot that is no longer there)."""
+        with self._cond:
+            self._episode += 1  # a chunk in flight was planned from the operator's trajectory
+            self._result = None
+        self.scheduler.reset()
+        self._replan = True
 
     def stage(self, runner: PolicyRunner) -> None:
         """Queue an already loaded and warmed bundle to take over at the next chunk boundary."""
@@ -114,7 +125,8 @@ class PolicyExecutor:
         self._tick += 1
         self.stats.ticks += 1
         self._collect(tick, result.events)
-        if tick == 0:
+        if tick == 0 or self._replan:
+            self._replan = False
             started = time.perf_counter()
             self._infer_inline(tick, images, state, result.events)  # episode start: nothing planned yet
             result.inline_ms = (time.perf_counter() - started) * 1000.0

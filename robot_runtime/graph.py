@@ -52,8 +52,9 @@ def sim_graph() -> list[NodeSpec]:
 
 
 def robot_graph() -> list[NodeSpec]:
-    """What runs on a real robot beside its driver and teleop device (names from config/robot.yaml)."""
+    """What runs on a real robot beside its driver (names and mappings from config/robot.yaml)."""
     return [
+        NodeSpec("teleop_device", "teleop_device"),
         NodeSpec("teleop_mux", "teleop_mux"),
         NodeSpec("policy_node", "policy_node"),
         NodeSpec("recorder", "recorder"),

@@ -112,3 +112,16 @@ def test_swap_to_a_different_signature_is_refused(tmp_path):
     with pytest.raises(SwapError, match="different cameras"):
         executor.stage(other)
     executor.close()
+
+
+def test_replan_after_handback_plans_from_the_new_observation(tmp_path):
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "b").path)
+    executor = PolicyExecutor(runner, execution_horizon=4)
+    executor.start_episode(TASK)
+    run_ticks(executor, runner, 3, period=0.01, state=np.zeros(21, np.float32))
+    executor.replan()
+    moved = np.full(21, 0.5, np.float32)  # the operator moved the robot meanwhile
+    result = executor.tick(images_for(runner), moved)
+    expected = runner.infer(images_for(runner), moved)[0]
+    assert result.inline_ms > 0 and np.allclose(result.action, expected, atol=1e-6)
+    executor.close()
