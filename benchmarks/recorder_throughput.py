@@ -111,6 +111,7 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
                                                    control_rate_hz=CAMERA_HZ,
                                                    stamp_ns=node.get_clock().now().nanoseconds))
                     episode_end, ticks_in_episode, pending = now + episode_seconds, 0, None
+                    last_state_stamp, next_state = 0, now  # the first step needs a state of this episode
                 if now >= next_state:
                     last_state_stamp = node.get_clock().now().nanoseconds
                     state_pub.publish(ros_io.joint_state_msg(STATE_NAMES, state, last_state_stamp))

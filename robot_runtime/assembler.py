@@ -100,9 +100,7 @@ class StepAssembler:
                               policy_action=self._policy.pop(stamp, None), intervention=source == OPERATOR,
                               held=source == HOLD))
         self.counts.steps += len(steps)
-        if final:
-            self._forget_through(max([*stamps, *self._states, self._emitted_up_to]))
-        elif stamps:
+        if stamps:  # observations after the last command may already belong to the next episode
             self._forget_through(stamps[-1])
         return steps
 

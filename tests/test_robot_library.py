@@ -30,10 +30,14 @@ def test_assembler_joins_by_stamp_and_waits_one_step():
     assert step.timestamp == pytest.approx(100e-9) and step.action[0] == 2.0 and step.intervention
     assert not step.held
     assert step.policy_action[0] == 0.5
-    observe(asm, 300)  # the final observation: never commanded
+    observe(asm, 300)  # the final observation: never commanded, and it may be the next episode's first
     [last] = asm.ready(final=True)
     assert last.policy_action is None and last.state[0] == 200 and last.held and not last.intervention
-    assert asm.counts.steps == 2 and asm.counts.uncommanded_observations == 1
+    assert asm.counts.steps == 2
+    asm.restart(250)  # the next episode began at 250: its first observation is still there
+    asm.add_command(300, np.array([1.0], np.float32), POLICY)
+    [first] = asm.ready(final=True)
+    assert first.state[0] == 300
 
 
 def test_assembler_counts_commands_without_complete_observation():
