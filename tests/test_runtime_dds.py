@@ -127,3 +127,20 @@ def test_mux_clips_operator_commands_to_limits(runtime):
     assert got[stamp].header.frame_id == "hold"
     np.testing.assert_allclose(values(got[stamp + 1]), [1.0, -1.0, 0.5, 0.2], atol=1e-6)
     assert got[stamp + 1].header.frame_id == "operator"
+
+
+def test_lifecycle_deactivate_stops_commands_and_activate_resumes(runtime):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    client, feeder, root = runtime
+    state = client.call(GetState, "/policy_node/get_state", GetState.Request())
+    assert state.current_state.label == "active"
+    change = ChangeState.Request()
+    change.transition.id = Transition.TRANSITION_DEACTIVATE
+    assert client.call(ChangeState, "/policy_node/change_state", change).success
+    assert feeder.commands_for(feeder.play(1.0)) == {}  # inactive: not a single command
+    change.transition.id = Transition.TRANSITION_ACTIVATE
+    assert client.call(ChangeState, "/policy_node/change_state", change).success
+    stamps = feeder.play(1.0)
+    assert len(feeder.commands_for(stamps)) >= len(stamps) - 1
