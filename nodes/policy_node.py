@@ -8,7 +8,8 @@ deactivate stops. With `autostart` (the default) the node walks itself to active
 Control: each joint state, paired with camera frames of the same moment, is a
 tick; the executor answers it at once from the planned chunk while the next
 chunk is inferred in the background. The safety filter turns a missing plan
-(deadline miss), stale camera frames or NaN into the hold command and clips
+(deadline miss), camera frames that do not arrive (`max_frame_wait`) or NaN
+into the hold command and clips
 everything else to the bundle's limits, rate and workspace. Setting
 `bundle_path` while active validates the new bundle at once (refusing the
 parameter if it is bad), then loads and warms it in the background and swaps
@@ -53,7 +54,7 @@ class PolicyNode(LifecycleNode):
         declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
         declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk")
         declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan")
-        declare(self, "max_frame_age", 0.2, "seconds; older camera frames make the robot hold")
+        declare(self, "max_frame_wait", 0.1, "seconds to wait for an observation's camera frames before holding")
         declare_safety(self)
         declare(self, "bundle_path", "", "model bundle directory to serve")
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
@@ -85,6 +86,8 @@ class PolicyNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.01, self._watch_frames)
+        self._waiting_since = time.monotonic()
         self._publish_status()
         if self.autostart:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -282,15 +285,27 @@ class PolicyNode(LifecycleNode):
         if not np.all(np.isfinite(state)):
             self._hold(stamp, None, "joint state contains NaN or inf")
             return
+        if self.sync.pending_stamp is not None:  # the last observation's frames never came
+            self._hold_pending("before the next observation")
         observation = self.sync.add_state(stamp, state)
-        if observation is None:
-            max_age = int(self.get_parameter("max_frame_age").value * 1e9)
-            stale = self.sync.stale_cameras(stamp, max_age)
-            if stale and stamp - self._episode_start_ns > max_age:  # frames had time to arrive
-                self._counts["stale_holds"] += 1
-                self._hold(stamp, state, f"stale frames from {stale}")
-            return  # frames of this moment are on their way: act when they land
+        if observation is None:  # frames of this moment are on their way: act when they land
+            self._waiting_since = time.monotonic()
+            return
         self._act(observation)
+
+    def _watch_frames(self) -> None:
+        """Watchdog: an observation whose frames do not arrive in time is answered with a hold."""
+        if self.sync is None or self.sync.pending_stamp is None or not (self.active and self.episode_running):
+            return
+        wait = self.get_parameter("max_frame_wait").value
+        if time.monotonic() - self._waiting_since > wait:
+            self._hold_pending(f"within {wait * 1000:.0f} ms")
+
+    def _hold_pending(self, when: str) -> None:
+        stamp = self.sync.pending_stamp
+        self.sync.drop_pending()  # answered now; frames arriving later must not answer it twice
+        self._counts["stale_holds"] += 1
+        self._hold(stamp, None, f"no frames from {self.sync.stale_cameras(stamp, 0)} {when}")
 
     def _hold(self, stamp: int, state, reason: str) -> None:
         command, _ = self.safety.hold(reason)

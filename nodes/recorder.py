@@ -16,6 +16,7 @@ before the disk fills; the reason goes to /diagnostics.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -25,6 +26,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from robot_runtime.assembler import StepAssembler
+from robot_runtime.calibration import CalibrationError, load_calibration
 from robot_runtime.disk_guard import DiskGuard, tree_bytes
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
 from robot_runtime.nodes import diagnostics, ros_io
@@ -48,6 +50,10 @@ class RecorderNode(LifecycleNode):
                                  "what the robot executed: robot/executed if the driver reports it, "
                                  "else robot/command (the mux output)", read_only=True)
         autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
+        self.calibration_file = declare(self, "calibration_file", "",
+                                        "camera calibration YAML copied into each episode; empty = none",
+                                        read_only=True)
+        self.calibration: dict = {}
         declare(self, "task", "", "instruction of episodes started with ~/start_episode")
         declare(self, "robot_id", "robot", "robot id of episodes started with ~/start_episode")
         declare(self, "control_rate_hz", 20.0, "control rate of episodes started with ~/start_episode")
@@ -91,10 +97,16 @@ class RecorderNode(LifecycleNode):
     # -- lifecycle: configure opens the store (recovering what a crash left), activate records --
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
+            if self.calibration_file:
+                cameras = load_calibration(self.calibration_file)
+                missing = set(self.layout.cameras) - set(cameras)
+                if missing:
+                    raise CalibrationError(f"{self.calibration_file}: no calibration for camera(s) {sorted(missing)}")
+                self.calibration = {c: asdict(cameras[c]) for c in self.layout.cameras}
             self.store = EpisodeStore(self.store_path)
             recovery = self.store.recover()
-        except OSError as err:
-            self.get_logger().error(f"cannot open episode store {self.store_path}: {err}")
+        except (OSError, CalibrationError) as err:
+            self.get_logger().error(f"cannot start recording: {err}")
             return TransitionCallbackReturn.FAILURE
         for episode_id in recovery.completed:
             self.get_logger().warning(f"finished committing interrupted episode {episode_id}")
@@ -160,7 +172,7 @@ class RecorderNode(LifecycleNode):
             self.recorder.begin(self.layout, EpisodeMetadata(
                 task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
                 control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
-                extra={"campaign": self.get_parameter("campaign").value,
+                extra={"campaign": self.get_parameter("campaign").value, "calibration": self.calibration,
                        **{k: event[k] for k in ("env_name", "seed") if k in event}}))
         elif event.get("event") == "end" and self.recording:
             # Messages on other topics may still be in flight: wait for the step count the

@@ -30,7 +30,6 @@ class ObservationSync:
         self.tolerance_ns = tolerance_ns
         self._images = {c: deque(maxlen=history) for c in self.cameras}
         self._pending: tuple[int, np.ndarray] | None = None
-        self.superseded = 0  # states dropped because their frames never came
 
     def add_image(self, camera: str, stamp_ns: int, image: np.ndarray):
         if camera in self._images:
@@ -38,9 +37,8 @@ class ObservationSync:
         return self._complete()
 
     def add_state(self, stamp_ns: int, state: np.ndarray):
-        """Returns (stamp, state, images) if the frames are already here, else waits for them."""
-        if self._pending is not None:
-            self.superseded += 1
+        """Returns (stamp, state, images) if the frames are already here, else waits for them
+        (a state still waiting is replaced: the caller answers it first, see `pending_stamp`)."""
         self._pending = (stamp_ns, state)
         return self._complete()
 
@@ -56,6 +54,14 @@ class ObservationSync:
             images[camera] = match[1]
         self._pending = None
         return stamp, state, images
+
+    @property
+    def pending_stamp(self) -> int | None:
+        """The stamp of a state still waiting for its frames."""
+        return None if self._pending is None else self._pending[0]
+
+    def drop_pending(self) -> None:
+        self._pending = None
 
     def stale_cameras(self, stamp_ns: int, max_age_ns: int) -> list[str]:
         """Cameras whose newest frame is older than `max_age_ns` before `stamp_ns` (or that sent none)."""

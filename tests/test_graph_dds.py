@@ -54,6 +54,7 @@ def test_demonstrations_then_policy_with_corrections(graph):
     assert (interventions | held).all() and not (interventions & held).any()  # operator or hold, never policy
     assert held.mean() < 0.25, held.mean()  # a loaded 2-core machine may miss some ticks, not many
     assert np.isnan(demo.array("policy_action")).all()  # no policy was serving
+    assert demo.meta["extra"]["calibration"]["corner"]["width"] == 96  # the camera geometry travels along
     assert demo.meta["policy_version"] == ""
 
     bundle = make_reference_bundle(root / "bundle", version="e2e")
