@@ -20,7 +20,7 @@ import numpy as np
 from .batches import Tensors
 from .checkpoint import load_checkpoint
 from .dataset import Dataset
-from .networks import ValueNet
+from .networks import DistributionalValue
 from .recap import POSITIVE, indicators, n_step_advantages
 from .train import TrainConfig, predict_values, train_value
 
@@ -30,7 +30,7 @@ class Labels:
     indicators: np.ndarray          # int64 [N], recap.NEGATIVE / POSITIVE, interventions positive
     values: np.ndarray              # float64 [N], each step valued by a model that never saw its episode
     advantages: np.ndarray          # float64 [N]
-    models: list[ValueNet]          # one per fold
+    models: list[DistributionalValue]   # one per fold
     metrics: dict
 
 
@@ -49,7 +49,8 @@ def explained_variance(returns: np.ndarray, values: np.ndarray) -> float | None:
 
 
 def cross_fitted_values(t: Tensors, data: Dataset, returns: np.ndarray, v_pre: str | Path, cfg: TrainConfig,
-                        folds: int, log_dir: Path | None) -> tuple[np.ndarray, list[ValueNet], list[dict]]:
+                        folds: int, log_dir: Path | None, resume_dir: Path | None = None
+                        ) -> tuple[np.ndarray, list[DistributionalValue], list[dict]]:
     """Out-of-fold V(o_t) for every step. Each fold model trains cfg.steps // folds steps from V_pre,
     so the whole value stage costs about one value training."""
     fold_of_step = episode_folds(len(data.episodes), folds, cfg.seed)[data.episode_index]
@@ -59,7 +60,7 @@ def cross_fitted_values(t: Tensors, data: Dataset, returns: np.ndarray, v_pre: s
         held_out = fold_of_step == k
         init, _ = load_checkpoint(v_pre, "value")
         model, fold_metrics = train_value(t.subset(~held_out), returns[~held_out], init.spec, fold_cfg, init=init,
-                                          log_dir=log_dir, name=f"value_fold{k}")
+                                          log_dir=log_dir, name=f"value_fold{k}", resume_dir=resume_dir)
         values[held_out] = predict_values(model, t.subset(held_out))
         models.append(model)
         metrics.append(fold_metrics)
@@ -67,9 +68,10 @@ def cross_fitted_values(t: Tensors, data: Dataset, returns: np.ndarray, v_pre: s
 
 
 def round_labels(t: Tensors, data: Dataset, returns: np.ndarray, v_pre: str | Path, cfg: TrainConfig, folds: int,
-                 n_step: int, positive_fraction: float, log_dir: Path | None = None) -> Labels:
+                 n_step: int, positive_fraction: float, log_dir: Path | None = None,
+                 resume_dir: Path | None = None) -> Labels:
     """Indicators for one round: per-task `positive_fraction` of advantage-labelled steps positive."""
-    values, models, fold_metrics = cross_fitted_values(t, data, returns, v_pre, cfg, folds, log_dir)
+    values, models, fold_metrics = cross_fitted_values(t, data, returns, v_pre, cfg, folds, log_dir, resume_dir)
     advantages = n_step_advantages(returns, values, data.episode_index, data.step_index, data.episode_length, n_step)
     labels, thresholds = indicators(advantages, data.task_index, data.intervention, positive_fraction)
     positive = labels == POSITIVE

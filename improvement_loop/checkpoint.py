@@ -15,15 +15,17 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .networks import InputSpec, NetConfig, ValueNet, VLAPolicy
+from .networks import DistributionalValue, InputSpec, NetConfig, VLAPolicy, value_network
 
-KINDS = {"policy": VLAPolicy, "value": ValueNet}
+# kind -> (what it is, how to build a fresh one from spec and config); a value network's
+# NetConfig.critic picks the critic, so a TQL V_pre comes back as a TQL critic.
+KINDS = {"policy": (VLAPolicy, VLAPolicy), "value": (DistributionalValue, value_network)}
 
 
-def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | ValueNet, info: dict) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | DistributionalValue, info: dict) -> Path:
     """Write `model`'s weights plus its spec/config and the JSON-able `info` to `path`."""
     path = Path(path)
-    kind = next(name for name, cls in KINDS.items() if isinstance(model, cls))
+    kind = next(name for name, (cls, _) in KINDS.items() if isinstance(model, cls))
     metadata = {"kind": kind, "spec": json.dumps(asdict(model.spec)), "net": json.dumps(asdict(model.cfg)),
                 "info": json.dumps(info)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | ValueNet, info: 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[VLAPolicy | ValueNet, dict]:
+def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[VLAPolicy | DistributionalValue, dict]:
     """Rebuild the network saved at `path` and return it with its `info` dict."""
     path = Path(path)
     with safe_open(str(path), framework="pt") as f:
@@ -43,8 +45,6 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[VLAPolicy | Val
     spec_json = json.loads(metadata["spec"])
     spec = InputSpec(cameras=tuple(tuple(c) for c in spec_json["cameras"]), state_dim=spec_json["state_dim"],
                      action_dim=spec_json["action_dim"], chunk_length=spec_json["chunk_length"])
-    net_json = json.loads(metadata["net"])
-    cfg = NetConfig(**{**net_json, "cnn_channels": tuple(net_json["cnn_channels"])})
-    model = KINDS[kind](spec, cfg)
+    model = KINDS[kind][1](spec, NetConfig.from_json(json.loads(metadata["net"])))
     model.load_state_dict(load_file(str(path)))
     return model, json.loads(metadata["info"])

@@ -9,7 +9,8 @@ by episode (see advantage.py for why), N-step advantages (N = one second of
 control), per-task threshold at `positive_fraction` positive, operator
 corrections forced positive, then the advantage-conditioned policy trained from
 the *pretrained* policy (never the last round, to avoid drift); the bundle runs
-CFG with `beta`.
+CFG with `beta`. improve = `round_data` (rows + labels) then `train_round`, split
+so that baselines (baselines.py) reuse a round's labels instead of retraining values.
 
 Rounds keep the pretrained normalization stats and camera/state/action layout:
 the networks start from pretrained weights that only make sense in those units,
@@ -18,7 +19,8 @@ and episodes whose layout differs are skipped and counted.
 Work directory:
     <work>/text_cache/                          instruction embeddings
     <work>/pretrain/, <work>/round_NNN/          policy.safetensors, value*.safetensors, result.json,
-                                                tb/ (TensorBoard)
+                                                tb/ (TensorBoard), training_state/ (while training:
+                                                rerunning a killed stage resumes from it; see resume.py)
     <work>/bundles/<model_id>-<version>/         exported bundles
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -37,16 +40,19 @@ import numpy as np
 from robot_runtime.bundle import Camera, Manifest, Normalization
 from robot_runtime.episode import EpisodeLayout
 
-from .advantage import explained_variance, round_labels
-from .batches import prepare
+from .advantage import Labels, explained_variance, round_labels
+from .batches import Tensors, prepare
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import Dataset, DatasetConfig, Stats, load_dataset
+from .distributed import barrier, main_first, world
 from .export import ExportConfig, export_bundle
 from .recap import normalized_returns
 from .text import TextEmbedder
 from .train import PolicyTrainConfig, TrainConfig, input_spec, predict_values, train_policy, train_value
 
 log = logging.getLogger(__name__)
+
+TRAINING_STATE = "training_state"       # per stage directory; removed once the stage's result is written
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,12 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: Cy
     data = load_dataset(store_root, cfg.data)
     stats = data.stats(cfg.data)
     spec = input_spec(data.layout, cfg.data.chunk_length)
-    tensors = prepare(data, stats, _embedder(work_dir).embed(data.tasks))
+    tensors = prepare(data, stats, _embed(work_dir, data.tasks))
     returns = _returns(data, cfg)
     value, value_metrics = train_value(tensors, returns, spec, cfg.value, log_dir=out / "tb",
-                                       extra_scalars=_skip_scalars(data))
-    policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb")
+                                       extra_scalars=_skip_scalars(data), resume_dir=out / TRAINING_STATE)
+    policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb",
+                                          resume_dir=out / TRAINING_STATE)
     metrics = {
         **_data_metrics(data), "value": value_metrics, "policy": policy_metrics,
         # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
@@ -124,12 +131,29 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: Cy
                    metrics, start, cfg)
 
 
-def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,
-            cfg: CycleConfig = CycleConfig(), round_index: int = 1) -> CycleResult:
-    """One RECAP round on every episode of the store, starting from the pretrained checkpoints.
+@dataclass
+class RoundData:
+    """One round's training rows and RECAP labels, computed once.
+
+    `train_round` turns it into the advantage-conditioned policy; the benchmark's
+    baselines (baselines.py) train on exactly the same rows and reuse the same
+    cross-fitted advantages, so the value models are trained once per round.
+    """
+
+    round_index: int
+    pretrained: CycleResult
+    data: Dataset
+    stats: Stats                        # the pretrained normalization (rounds never change units)
+    tensors: Tensors
+    labels: Labels
+    seconds: float                      # loading + value training + labelling
+
+
+def round_data(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,
+               cfg: CycleConfig = CycleConfig(), round_index: int = 1) -> RoundData:
+    """Every episode of the store in the pretrained units, cross-fitted values from V_pre, and indicators.
 
     `pretrained` is pretrain's CycleResult or the path of its result.json.
-    The networks keep their pretrained sizes (cfg.value.net / cfg.policy.net are not used here).
     """
     if round_index < 1:
         raise ValueError(f"round_index must be >= 1 (0 is the pretrain stage), got {round_index}")
@@ -139,7 +163,6 @@ def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrain
         raise ValueError(f"round {round_index} must start from the pretrain result, not from round "
                          f"{pretrained.round_index} ({pretrained.version}): rounds never build on rounds")
     start = time.perf_counter()
-    out = stage_dir(work_dir, round_index)
     policy, info = load_checkpoint(pretrained.policy_checkpoint, "policy")
     stats = Stats.from_json(info["stats"])
     data = load_dataset(store_root, replace(cfg.data, chunk_length=policy.spec.chunk_length),
@@ -147,20 +170,42 @@ def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrain
     if data.control_rate_hz != info["control_rate_hz"]:
         raise ValueError(f"{store_root}: episodes run at {data.control_rate_hz} Hz but the pretrained policy "
                          f"{pretrained.policy_checkpoint} was trained at {info['control_rate_hz']} Hz")
-    tensors = prepare(data, stats, _embedder(work_dir).embed(data.tasks))
+    tensors = prepare(data, stats, _embed(work_dir, data.tasks))
     returns = _returns(data, cfg)
+    out = stage_dir(work_dir, round_index)
     labels = round_labels(tensors, data, returns, pretrained.value_checkpoints[0], cfg.value, cfg.value_folds,
-                          cfg.n_step or max(1, round(data.control_rate_hz)), cfg.positive_fraction, out / "tb")
-    scalars = {**_skip_scalars(data), "data/positive_fraction": labels.metrics["positive_fraction"]}
-    policy, policy_metrics = train_policy(tensors, labels.indicators, policy.spec, cfg.policy, init=policy,
-                                          log_dir=out / "tb", extra_scalars=scalars)
-    metrics = {**_data_metrics(data), **labels.metrics, "policy": policy_metrics}
-    return _finish(out, work_dir, data, stats, policy, labels.models, tensors.task_table.numpy(), "advantage",
-                   round_index, pretrained.version, metrics, start, cfg)
+                          cfg.n_step or max(1, round(data.control_rate_hz)), cfg.positive_fraction,
+                          out / "tb", out / TRAINING_STATE)
+    return RoundData(round_index, pretrained, data, stats, tensors, labels, time.perf_counter() - start)
 
 
-def _embedder(work_dir: str | os.PathLike) -> TextEmbedder:
-    return TextEmbedder(Path(work_dir) / "text_cache")
+def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,
+            cfg: CycleConfig = CycleConfig(), round_index: int = 1) -> CycleResult:
+    """One RECAP round on every episode of the store, starting from the pretrained checkpoints.
+
+    `pretrained` is pretrain's CycleResult or the path of its result.json.
+    The networks keep their pretrained sizes (cfg.value.net / cfg.policy.net are not used here).
+    """
+    return train_round(round_data(store_root, work_dir, pretrained, cfg, round_index), work_dir, cfg)
+
+
+def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = CycleConfig()) -> CycleResult:
+    """The advantage-conditioned policy of a prepared round, trained from the pretrained policy; a CFG bundle."""
+    start = time.perf_counter() - rd.seconds
+    out = stage_dir(work_dir, rd.round_index)
+    policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
+    scalars = {**_skip_scalars(rd.data), "data/positive_fraction": rd.labels.metrics["positive_fraction"]}
+    policy, policy_metrics = train_policy(rd.tensors, rd.labels.indicators, policy.spec, cfg.policy, init=policy,
+                                          log_dir=out / "tb", extra_scalars=scalars, resume_dir=out / TRAINING_STATE)
+    metrics = {**_data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
+    return _finish(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
+                   "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg)
+
+
+def _embed(work_dir: str | os.PathLike, tasks: list[str]) -> np.ndarray:
+    """Instruction embeddings through the work directory's cache; under torchrun rank 0 fills it first."""
+    with main_first():
+        return TextEmbedder(Path(work_dir) / "text_cache").embed(tasks)
 
 
 def _returns(data: Dataset, cfg: CycleConfig) -> np.ndarray:
@@ -188,7 +233,10 @@ def _data_metrics(data: Dataset) -> dict:
 def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: list, task_table: np.ndarray,
             mode: str, round_index: int, parent_version: str, metrics: dict, start: float,
             cfg: CycleConfig) -> CycleResult:
-    """Save the checkpoints, export the bundle, write result.json."""
+    """Save the checkpoints, export the bundle, write result.json: rank 0 does; the other ranks read its result."""
+    if not world().is_main:
+        barrier()
+        return CycleResult.load(out / "result.json")
     now = datetime.now(timezone.utc)
     version = f"r{round_index}-{now.strftime('%Y%m%dT%H%M%S')}"
     info = {"layout": data.layout.to_json(), "stats": stats.to_json(), "control_rate_hz": data.control_rate_hz,
@@ -217,5 +265,7 @@ def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: li
     result = CycleResult("pretrain" if round_index == 0 else "round", round_index, version, str(bundle.path),
                          str(policy_path), value_paths, metrics)
     result.save(out / "result.json")
+    shutil.rmtree(out / TRAINING_STATE, ignore_errors=True)     # done: a rerun of the stage trains afresh
     log.info("%s round %d: bundle %s (%.0f s)", result.stage, round_index, bundle.path, metrics["wall_seconds"])
+    barrier()
     return result

@@ -156,6 +156,9 @@ def load_dataset(store_root: str | os.PathLike, cfg: DatasetConfig,
         layout = episode.layout
         rate = float(episode.meta["control_rate_hz"])
         kept.append((episode, arrays))
+    counts = {reason: n for reason, n in skipped.items() if n}
+    log.log(logging.WARNING if counts else logging.INFO, "%s: %d episodes usable, %d skipped %s",
+            store.root, len(kept), sum(counts.values()), counts)
     if not kept:
         raise ValueError(f"{store.root}: no usable episodes (skipped: {skipped})")
     return _assemble(kept, layout, rate, cfg.chunk_length, skipped)

@@ -18,7 +18,7 @@ exporter maps it one-to-one and ONNX Runtime reproduces torch to ~1e-6.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -38,9 +38,42 @@ class InputSpec:
     chunk_length: int
 
 
+CRITICS = ("context", "tql")
+
+
+@dataclass(frozen=True)
+class EntropyConfig:
+    """Attention-entropy control of the 'tql' critic (TQL, RESEARCH_NOTES section 2).
+
+    With `control`, each (layer, group) gets a temperature tau (groups: the
+    [VALUE] row, all other rows); the critic loss adds mean(-sg(tau) * H), an
+    entropy bonus, and mean(tau * (sg(H) - target)), whose gradient raises tau
+    while H is below its target and lowers it above, as SAC tunes alpha. Since
+    tau > 0 the bonus only ever raises entropy: the target is a floor that
+    attention may not collapse below, not a setpoint it is pushed down to.
+    TQL trains tau with the critic's rate over ~1M steps. Our runs are ~1,000
+    steps and Adam moves log tau by about its rate per step, so tau gets 3e-2:
+    from 1 to ~0.05 (where the bonus stops dominating) in ~100 steps. With 3e-3
+    it was still at 0.4 after 800 steps and held entropy near its maximum
+    (benchmarks/tql_entropy.py).
+    """
+
+    control: bool = True
+    targets: tuple[tuple[float, float], ...] | None = None   # nats, (VALUE row, other rows) per layer
+    target_fraction: float = 0.8        # targets None: target_fraction * ln(tokens), the notes' heuristic
+    temperature_lr: float = 3e-2
+    max_temperature: float = 100.0      # the bonus weight sg(tau) is clipped here (TQL's clip)
+
+
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes. The defaults are tuned so one training run fits ~100 s on 2 CPU cores (see train.py)."""
+    """Sizes. The defaults are tuned so one training run fits ~100 s on 2 CPU cores (see train.py).
+
+    `critic` picks the value network: 'context' (ValueNet, the policy's context
+    encoder read out by mean pooling) or 'tql' (tql.TQLCritic, one token per
+    state scalar, a [VALUE] token, d_model / heads / trunk_layers sized).
+    The policy ignores `critic` and `entropy`.
+    """
 
     d_model: int = 128
     heads: int = 4
@@ -48,6 +81,24 @@ class NetConfig:
     head_layers: int = 2
     image_pool: int = 2                                   # average-pool factor applied to raw pixels first
     cnn_channels: tuple[int, ...] = (16, 32, 64, 64)      # one stride-2 3x3 conv per entry
+    critic: str = "context"
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)
+
+    def __post_init__(self):
+        if self.critic not in CRITICS:
+            raise ValueError(f"critic '{self.critic}' must be one of {CRITICS}")
+        targets = self.entropy.targets
+        if targets is not None and (len(targets) != self.trunk_layers or any(len(t) != 2 for t in targets)):
+            raise ValueError(f"entropy targets {targets} must be one (value_row, other_rows) pair per layer "
+                             f"({self.trunk_layers} layers)")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NetConfig":
+        """Inverse of dataclasses.asdict; fields a checkpoint predates keep their defaults."""
+        entropy = data.get("entropy", {})
+        if entropy.get("targets") is not None:
+            entropy = {**entropy, "targets": tuple(tuple(pair) for pair in entropy["targets"])}
+        return cls(**{**data, "cnn_channels": tuple(data["cnn_channels"]), "entropy": EntropyConfig(**entropy)})
 
 
 class Attention(nn.Module):
@@ -62,13 +113,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, context)[0]
+
+    def attend(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output [B, N, d], attention weights [B, heads, N, M]); the weights let a critic measure entropy."""
         def split(t: torch.Tensor) -> torch.Tensor:        # [B, N, d] -> [B, heads, N, d/heads]
             return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
         q = split(self.q(x))
         k, v = (split(t) for t in self.kv(context).chunk(2, dim=-1))
         weights = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
-        return self.out((weights @ v).transpose(1, 2).flatten(2))
+        return self.out((weights @ v).transpose(1, 2).flatten(2)), weights
 
 
 class Block(nn.Module):
@@ -84,11 +139,16 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, context)[0]
+
+    def attend(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, self-attention weights [B, heads, N, N])."""
         h = self.norm1(x)
-        x = x + self.attn(h, h)
+        attended, weights = self.attn.attend(h, h)
+        x = x + attended
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context)
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x)), weights
 
 
 class CameraEncoder(nn.Module):
@@ -171,14 +231,19 @@ class VLAPolicy(nn.Module):
         return self.action_out(h[:, 1:])
 
     def loss(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
-             actions: torch.Tensor, mask: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-        """Flow-matching MSE on the (normalized) action chunk; masked (padding, held) steps do not count."""
+             actions: torch.Tensor, mask: torch.Tensor, indicator: torch.Tensor, noise: torch.Tensor,
+             t: torch.Tensor) -> torch.Tensor:
+        """Flow-matching MSE on the (normalized) action chunk; masked (padding, held) steps count zero.
+
+        The mean runs over every (row, chunk step), masked or not, so the loss is a mean of
+        per-row terms and the shards of a batch (torchrun, train.py) average to the whole
+        batch's loss. The caller draws `noise` (like `actions`) and flow times `t` [B] ~ U(0, 1),
+        so that a batch is a function of the training step alone, however many processes share it.
+        """
         context = self.encoder(images, state, task_embedding)
-        noise = torch.randn_like(actions)
-        t = torch.rand(actions.shape[0], device=actions.device)
         x_t = t[:, None, None] * actions + (1 - t[:, None, None]) * noise
         error = (self.velocity(context, x_t, t, indicator) - (actions - noise)).pow(2).mean(-1)
-        return (error * mask).sum() / mask.sum().clamp(min=1)
+        return (error * mask).mean()
 
     def sample(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
                noise: torch.Tensor, steps: int, beta: torch.Tensor | None) -> torch.Tensor:
@@ -207,23 +272,47 @@ class VLAPolicy(nn.Module):
         return x
 
 
-class ValueNet(nn.Module):
-    """Distributional value p(V | o, instruction) over NUM_BINS bins spanning [-1, 0]."""
+class DistributionalValue(nn.Module):
+    """p(V | o, instruction) over NUM_BINS bins spanning [-1, 0]; subclasses provide `logits`."""
 
     def __init__(self, spec: InputSpec, cfg: NetConfig):
         super().__init__()
         self.spec, self.cfg = spec, cfg
-        self.encoder = ContextEncoder(spec, cfg)
-        self.readout = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
-                                     nn.Linear(cfg.d_model, NUM_BINS))
         self.register_buffer("centers", torch.tensor(bin_centers(NUM_BINS), dtype=torch.float32), persistent=False)
 
     def logits(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.encoder(images, state, task_embedding).mean(dim=1))
+        raise NotImplementedError
 
     def value(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
         """Expected normalized value V = sum_b p(b) v(b), [B]."""
         return torch.softmax(self.logits(images, state, task_embedding), dim=-1) @ self.centers
+
+    def loss(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
+             target_bins: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """(training loss, scalars to log): cross-entropy against the binned Monte Carlo returns."""
+        return F.cross_entropy(self.logits(images, state, task_embedding), target_bins), {}
+
+
+class ValueNet(DistributionalValue):
+    """The policy's context encoder, mean-pooled, read out into the value bins (critic 'context')."""
+
+    def __init__(self, spec: InputSpec, cfg: NetConfig):
+        super().__init__(spec, cfg)
+        self.encoder = ContextEncoder(spec, cfg)
+        self.readout = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
+                                     nn.Linear(cfg.d_model, NUM_BINS))
+
+    def logits(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.encoder(images, state, task_embedding).mean(dim=1))
+
+
+def value_network(spec: InputSpec, cfg: NetConfig) -> DistributionalValue:
+    """A fresh critic of the kind `cfg.critic` names."""
+    if cfg.critic == "tql":
+        from .tql import TQLCritic      # tql.py builds on this module's blocks, so it imports us, not the reverse
+
+        return TQLCritic(spec, cfg)
+    return ValueNet(spec, cfg)
 
 
 class PolicyGraph(nn.Module):

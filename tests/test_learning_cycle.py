@@ -102,6 +102,26 @@ def test_improve_exports_an_advantage_bundle_from_the_pretrained_checkpoint(roun
     assert round1.policy_checkpoint.startswith(str(work / "round_001"))
 
 
+def scalars(log_dir) -> dict[str, float]:
+    """Last value of every scalar in a TensorBoard directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for events in sorted(log_dir.glob("events.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        found.update({tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]})
+    return found
+
+
+def test_skipped_episodes_are_counted_in_tensorboard(rounds):
+    _, work, _, _ = rounds
+    assert scalars(work / "pretrain" / "tb")["data/skipped_unlabeled"] == 1
+    round1 = scalars(work / "round_001" / "tb")
+    assert round1["data/skipped_unlabeled"] == 1 and round1["data/skipped_layout_mismatch"] == 1
+    assert round1["data/skipped_non_finite"] == 0
+
+
 def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
     root, work, pretrained, _ = rounds
     main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "2",

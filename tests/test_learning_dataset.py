@@ -80,7 +80,7 @@ def test_stats_floor_constant_dimensions(tmp_path):
     assert low == [-1.0, -5.0] and high == [5.0, 1.0]           # widened where the data goes past [-1, 1]
 
 
-def test_bad_episodes_are_skipped_and_counted(tmp_path):
+def test_bad_episodes_are_skipped_and_counted(tmp_path, caplog):
     store = EpisodeStore(tmp_path)
     write(store, 4)
     write(store, 4, outcome="unlabeled")
@@ -99,6 +99,10 @@ def test_bad_episodes_are_skipped_and_counted(tmp_path):
                             "layout_mismatch": 2, "rate_mismatch": 1}
     assert len(data.episodes) == 2 and len(data) == 6
     assert np.isfinite(data.state).all() and np.isfinite(data.action).all()
+    # One summary line carries the counts, at warning level so that it is seen.
+    summary = [r for r in caplog.records if "episodes usable" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].levelname == "WARNING"
+    assert "2 episodes usable, 8 skipped" in summary[0].getMessage() and "'non_finite': 2" in summary[0].getMessage()
 
 
 def test_pinned_layout_skips_episodes_that_disagree(tmp_path):

@@ -33,7 +33,7 @@ def work_dirs(parent: Path, *names: str) -> list[Path]:
 
 def command(store: Path, work: Path, value_steps: int, policy_steps: int, *extra: str) -> list[str]:
     return [TRAIN, "--store", str(store), "--work", str(work), "--stage", "pretrain", "--model-id", "tiny",
-            "--value-steps", str(value_steps), "--policy-steps", str(policy_steps), *extra]
+            "--value-steps", str(value_steps), "--policy-steps", str(policy_steps), "--threads", "1", *extra]
 
 
 def env() -> dict:
