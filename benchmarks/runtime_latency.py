@@ -3,8 +3,9 @@
     python benchmarks/runtime_latency.py --duration 600 --out benchmarks/results/runtime_latency
 
 Builds the reference policy (the product's VLA: two 96x96 cameras, 21 state
-entries, 10-step flow-matching head with CFG inside the graph, untrained
-weights: the compute does not depend on training), then:
+entries, 10-step flow-matching head with CFG and real-time-chunking guidance
+inside the graph, untrained weights: the compute does not depend on
+training), then:
   1. engine: the bare `engine.run` on fixed inputs, many times;
   2. runtime: policy_node as its own process; this script plays the robot,
      publishing frames + joint states at `--rate` Hz and timing each command that
@@ -53,7 +54,7 @@ def reference_bundle(path: Path, version: str, seed: int) -> Path:
         state_names=list(STATE_NAMES), action_names=list(ACTION_NAMES), action_low=[-1.0] * a,
         action_high=[1.0] * a, chunk_length=10, control_rate_hz=50.0, tasks=tasks,
         normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
-        conditioning_mode="advantage", beta=1.5)
+        conditioning_mode="advantage", beta=1.5, realtime_chunking=True)
     task_table = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
     return export_bundle(policy, task_table, manifest, path).path
 
@@ -67,9 +68,10 @@ def bench_engine(bundle_path: Path, seconds: float) -> dict:
 
     runner = PolicyRunner.load(bundle_path, "auto")
     runner.select_task(runner.manifest.tasks[0])
-    feeds = {f"image_{c.name}": np.zeros((1, c.height, c.width, 3), np.uint8) for c in runner.manifest.cameras}
-    feeds.update(state=np.zeros((1, 21), np.float32), task=np.zeros(1, np.int64),
-                 noise=np.zeros((1, 10, 4), np.float32), beta=np.array(1.5, np.float32))
+    dtypes = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
+    feeds = {name: np.zeros([1 if d == "B" else d for d in shape], dtypes[kind])
+             for name, (shape, kind) in runner.manifest.onnx_inputs().items()}
+    feeds["beta"] = np.array(1.5, np.float32)
     times = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:

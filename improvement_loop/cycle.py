@@ -70,6 +70,7 @@ class CycleConfig:
     value_folds: int = 2                # cross-fitting folds (by episode) for a round's advantages
     beta: float = 1.0                   # CFG weight of the round bundles (1 = plain positive conditioning)
     denoising_steps: int = 10
+    realtime_chunking: bool = True      # bundles take the committed prefix (see networks.VLAPolicy.sample)
 
 
 @dataclass
@@ -254,7 +255,8 @@ def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: li
         control_rate_hz=data.control_rate_hz, tasks=list(data.tasks),
         normalization=Normalization(**stats.to_json()),
         conditioning_mode=mode, beta=cfg.beta if mode == "advantage" else 1.0,
-        denoising_steps=cfg.denoising_steps, created_at=now.isoformat(timespec="seconds"),
+        denoising_steps=cfg.denoising_steps, realtime_chunking=cfg.realtime_chunking,
+        created_at=now.isoformat(timespec="seconds"),
         parent_version=parent_version,
         training={"stage": "pretrain" if round_index == 0 else "round", "round": round_index, **metrics},
     )

@@ -49,6 +49,10 @@ def graph_inputs(manifest: Manifest, batch: int, beta: float, rng: np.random.Gen
     inputs["noise"] = rng.standard_normal((batch, manifest.chunk_length, len(manifest.action_names))).astype(np.float32)
     if manifest.conditioning_mode == "advantage":
         inputs["beta"] = np.array(beta, dtype=np.float32)
+    if manifest.realtime_chunking:
+        shape = (batch, manifest.chunk_length, len(manifest.action_names))
+        inputs["prefix"] = rng.standard_normal(shape).astype(np.float32)
+        inputs["prefix_weights"] = rng.uniform(0, 1, shape[:2]).astype(np.float32)
     return inputs
 
 
@@ -71,7 +75,7 @@ def _check_matches(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray
 def export_onnx(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray, path: Path, cfg: ExportConfig) -> PolicyGraph:
     """Trace the policy graph of `manifest.conditioning_mode` into `path`; returns the traced module."""
     graph = PolicyGraph(policy, torch.as_tensor(task_table), manifest.conditioning_mode,
-                        manifest.denoising_steps).eval()
+                        manifest.denoising_steps, manifest.realtime_chunking).eval()
     names = list(manifest.onnx_inputs())
     example = graph_inputs(manifest, 2, manifest.beta, np.random.default_rng(cfg.seed))
     dynamic = {name: {0: "batch"} for name in names if name != "beta"}

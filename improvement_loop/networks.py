@@ -39,6 +39,7 @@ class InputSpec:
 
 
 CRITICS = ("context", "tql")
+RTC_MAX_GUIDANCE = 5.0  # the paper's beta clip for the prefix guidance weight
 
 
 @dataclass(frozen=True)
@@ -246,12 +247,21 @@ class VLAPolicy(nn.Module):
         return (error * mask).mean()
 
     def sample(self, images: list[torch.Tensor], state: torch.Tensor, task_embedding: torch.Tensor,
-               noise: torch.Tensor, steps: int, beta: torch.Tensor | None) -> torch.Tensor:
+               noise: torch.Tensor, steps: int, beta: torch.Tensor | None, prefix: torch.Tensor | None = None,
+               prefix_weights: torch.Tensor | None = None, guidance: float = RTC_MAX_GUIDANCE) -> torch.Tensor:
         """Denoise `noise` [B, chunk, A] with `steps` Euler steps.
 
         beta None: unconditional (null indicator), the behaviour-cloning policy.
         Otherwise CFG v = v_null + beta * (v_pos - v_null); beta = 1 is plain
         positive conditioning. Both branches run as one doubled batch of the head.
+
+        Real-time chunking (Black et al. 2025, training-free): with `prefix` [B, chunk, A]
+        (actions already committed for the chunk's first ticks) and `prefix_weights`
+        [B, chunk], every step pulls the predicted clean chunk x1 = x + (1 - t) v toward
+        the prefix where the weights are non-zero, v += c(t) W (prefix - x1), with
+        c(t) = min(guidance, (1 - t) / (t r^2)), r^2 = (1 - t)^2 / (t^2 + (1 - t)^2). The
+        Jacobian of x1 in the paper's guidance is taken as the identity, which keeps the
+        loop exportable without autograd.
         """
         context = self.encoder(images, state, task_embedding)
         x = noise
@@ -268,6 +278,12 @@ class VLAPolicy(nn.Module):
             else:
                 both = self.velocity(context, torch.cat([x, x]), t, indicator).unflatten(0, (2, -1))
                 v = both[1] + beta * (both[0] - both[1])          # v_null + beta * (v_pos - v_null)
+            if prefix is not None:
+                tau = k / steps
+                strength = guidance if tau == 0 else min(guidance, (1 - tau) * (tau ** 2 + (1 - tau) ** 2)
+                                                         / (tau * (1 - tau) ** 2))
+                predicted = x + (1 - tau) * v
+                v = v + strength * prefix_weights.unsqueeze(-1) * (prefix - predicted)
             x = x + v / steps
         return x
 
@@ -318,11 +334,12 @@ def value_network(spec: InputSpec, cfg: NetConfig) -> DistributionalValue:
 class PolicyGraph(nn.Module):
     """The ONNX signature of the bundle around a VLAPolicy (see robot_runtime.bundle).
 
-    forward(image_<camera>..., state, task, noise[, beta]) -> actions, with the
-    task table baked in as a constant and the K-step denoising loop unrolled.
+    forward(image_<camera>..., state, task, noise[, beta][, prefix, prefix_weights]) -> actions,
+    with the task table baked in as a constant and the K-step denoising loop unrolled.
     """
 
-    def __init__(self, policy: VLAPolicy, task_table: torch.Tensor, conditioning_mode: str, steps: int):
+    def __init__(self, policy: VLAPolicy, task_table: torch.Tensor, conditioning_mode: str, steps: int,
+                 realtime_chunking: bool = False):
         super().__init__()
         if conditioning_mode not in ("none", "advantage"):
             raise ValueError(f"conditioning_mode '{conditioning_mode}' must be 'none' or 'advantage'")
@@ -330,9 +347,12 @@ class PolicyGraph(nn.Module):
         self.register_buffer("task_table", task_table.float())
         self.advantage = conditioning_mode == "advantage"
         self.steps = steps
+        self.realtime_chunking = realtime_chunking
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         cameras = len(self.policy.spec.cameras)
         images, (state, task, noise) = list(inputs[:cameras]), inputs[cameras:cameras + 3]
-        beta = inputs[cameras + 3] if self.advantage else None
-        return self.policy.sample(images, state, self.task_table[task], noise, self.steps, beta)
+        rest = list(inputs[cameras + 3:])
+        beta = rest.pop(0) if self.advantage else None
+        prefix, weights = rest if self.realtime_chunking else (None, None)
+        return self.policy.sample(images, state, self.task_table[task], noise, self.steps, beta, prefix, weights)

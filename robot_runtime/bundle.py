@@ -9,8 +9,11 @@ anything that disagrees, naming the file and the problem.
 
 The ONNX graph works in normalized units. Inputs: `image_<camera>` uint8
 [B,H,W,3], `state` float32 [B,S], `task` int64 [B] (index into `tasks`),
-`noise` float32 [B,chunk,A], and `beta` float32 [] when the policy is advantage
-conditioned. Output: `actions` float32 [B,chunk,A].
+`noise` float32 [B,chunk,A], `beta` float32 [] when the policy is advantage
+conditioned, and, when `realtime_chunking` is set, `prefix` float32 [B,chunk,A]
+(the actions already committed for the chunk's first ticks, normalized) with
+`prefix_weights` float32 [B,chunk] (how firmly each must be kept; 0 = free).
+Output: `actions` float32 [B,chunk,A].
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class Manifest:
     conditioning_mode: str = "none"
     beta: float = 1.0
     denoising_steps: int = 10
+    realtime_chunking: bool = False
     created_at: str = ""
     parent_version: str = ""
     files: dict[str, str] = field(default_factory=dict)
@@ -143,6 +147,9 @@ class Manifest:
         inputs["noise"] = (["B", self.chunk_length, len(self.action_names)], "float")
         if self.conditioning_mode == "advantage":
             inputs["beta"] = ([], "float")
+        if self.realtime_chunking:
+            inputs["prefix"] = (["B", self.chunk_length, len(self.action_names)], "float")
+            inputs["prefix_weights"] = (["B", self.chunk_length], "float")
         return inputs
 
     def onnx_outputs(self) -> dict[str, tuple[list, str]]:

@@ -2,8 +2,10 @@
 
 Each observation is a tick. The tick takes the scheduled action at once; when
 the plan is running low, inference on the newest observation starts in a
-background thread, and its chunk is merged when it lands (latency compensated,
-blended, see scheduler.py). The first chunk of an episode, and the first after
+background thread, given the actions the current plan has committed for the
+coming ticks (a real-time-chunking bundle inpaints them, so the new chunk
+continues what will already have executed by the time it lands), and its chunk
+is merged when it lands (latency compensated, blended, see scheduler.py). The first chunk of an episode, and the first after
 the operator hands control back, are computed inline: there is nothing valid to
 execute yet.
 
@@ -50,6 +52,19 @@ class ExecutorStats:
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
 
 
+def prefix_weights(length: int, frozen: int) -> np.ndarray:
+    """Real-time chunking's soft mask over the committed prefix: 1 for the ticks that will
+    execute before the new chunk can land, then decaying exponentially to 0 at its end."""
+    weights = np.zeros(length, np.float32)
+    frozen = min(frozen, length)
+    weights[:frozen] = 1.0
+    tail = length - frozen
+    if tail > 0:
+        c = (tail - np.arange(tail, dtype=np.float32)) / (tail + 1)
+        weights[frozen:] = c * np.expm1(c) / np.expm1(1.0)
+    return weights
+
+
 def io_signature(runner: PolicyRunner) -> tuple:
     m = runner.manifest
     return ([(c.name, c.height, c.width) for c in m.cameras], list(m.state_names), list(m.action_names),
@@ -69,7 +84,7 @@ class PolicyExecutor:
         self._replan = False
         self._episode = 0
         self._cond = threading.Condition()
-        self._request = None  # (episode, tick, images, state, runner)
+        self._request = None  # (episode, tick, images, state, runner, prefix, prefix weights)
         self._result = None   # (episode, tick, runner, chunk | exception, milliseconds)
         self._busy = False
         self._stop = False
@@ -147,7 +162,9 @@ class PolicyExecutor:
             if self._busy or self._request is not None:
                 return
             runner = self._staged or self.runner
-            self._request = (self._episode, tick, images, state, runner)
+            prefix = self.scheduler.committed(tick, runner.manifest.chunk_length)
+            weights = prefix_weights(len(prefix), self._lead_ticks())
+            self._request = (self._episode, tick, images, state, runner, prefix, weights)
             self._cond.notify_all()
 
     def _infer_inline(self, tick: int, images, state, events: list[str]) -> None:
@@ -159,10 +176,10 @@ class PolicyExecutor:
                 return
 
     @staticmethod
-    def _run(runner: PolicyRunner, images, state):
+    def _run(runner: PolicyRunner, images, state, prefix=None, weights=None):
         started = time.perf_counter()
         try:
-            outcome = runner.infer(images, state)
+            outcome = runner.infer(images, state, prefix, weights)
         except (PolicyInputError, PolicyOutputError) as err:
             outcome = err
         return outcome, (time.perf_counter() - started) * 1000.0
@@ -208,9 +225,9 @@ class PolicyExecutor:
                     self._cond.wait()
                 if self._stop:
                     return
-                episode, tick, images, state, runner = self._request
+                episode, tick, images, state, runner, prefix, weights = self._request
                 self._request, self._busy = None, True
-            outcome, ms = self._run(runner, images, state)
+            outcome, ms = self._run(runner, images, state, prefix, weights)
             with self._cond:
                 self._busy = False
                 self._result = (episode, tick, runner, outcome, ms)

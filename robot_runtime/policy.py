@@ -71,12 +71,27 @@ class PolicyRunner:
             self.task_index = previous
             self.inferences = 0
 
+    def _prefix_feeds(self, prefix, weights) -> tuple[np.ndarray, np.ndarray]:
+        chunk, actions = self._noise_shape[1:]
+        full = np.zeros((1, chunk, actions), np.float32)
+        full_weights = np.zeros((1, chunk), np.float32)
+        if prefix is not None and len(prefix):
+            n = min(len(prefix), chunk)
+            full[0, :n] = (np.asarray(prefix[:n], np.float32) - self._action_mean) / self._action_std
+            full_weights[0, :n] = np.asarray(weights[:n], np.float32)
+        return full, full_weights
+
     def _noise(self) -> np.ndarray:
         with self._rng_lock:  # the executor's inference thread and an inline call may overlap
             return self._rng.standard_normal(self._noise_shape, dtype=np.float32)
 
-    def infer(self, images: dict[str, np.ndarray], state: np.ndarray) -> np.ndarray:
-        """One action chunk [chunk_length, A] in robot units, clipped to the manifest's bounds."""
+    def infer(self, images: dict[str, np.ndarray], state: np.ndarray, prefix: np.ndarray | None = None,
+              prefix_weights: np.ndarray | None = None) -> np.ndarray:
+        """One action chunk [chunk_length, A] in robot units, clipped to the manifest's bounds.
+
+        `prefix` [n <= chunk_length, A] (robot units) are actions already committed for the
+        chunk's first ticks and `prefix_weights` [n] how firmly to keep them; a bundle with
+        `realtime_chunking` inpaints them, others ignore them."""
         if self.task_index is None:
             raise PolicyInputError("no task selected; call select_task() at episode start")
         state = np.asarray(state, np.float32)
@@ -99,6 +114,8 @@ class PolicyRunner:
             feeds[f"image_{cam.name}"] = image[None]
         if self.manifest.conditioning_mode == "advantage":
             feeds["beta"] = np.array(self.beta, np.float32)
+        if self.manifest.realtime_chunking:
+            feeds["prefix"], feeds["prefix_weights"] = self._prefix_feeds(prefix, prefix_weights)
         actions = self.engine.run(feeds)["actions"]
         if actions.shape != self._noise_shape:
             raise PolicyOutputError(f"graph returned actions of shape {actions.shape}, expected {self._noise_shape}")

@@ -20,7 +20,7 @@ from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruc
 
 def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chunk: int, advantage: bool,
                     weights: np.ndarray, bias: np.ndarray, busy_matmuls: int = 0,
-                    nan_above: float | None = None) -> onnx.ModelProto:
+                    nan_above: float | None = None, realtime_chunking: bool = False) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info(f"image_{c.name}", TensorProto.UINT8, ["B", c.height, c.width, 3])
               for c in cameras]
     inputs += [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["B", state_dim]),
@@ -28,6 +28,9 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
                helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["B", chunk, action_dim])]
     if advantage:
         inputs.append(helper.make_tensor_value_info("beta", TensorProto.FLOAT, []))
+    if realtime_chunking:
+        inputs += [helper.make_tensor_value_info("prefix", TensorProto.FLOAT, ["B", chunk, action_dim]),
+                   helper.make_tensor_value_info("prefix_weights", TensorProto.FLOAT, ["B", chunk])]
     output = helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["B", chunk, action_dim])
     init = [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.ravel()),
             helper.make_tensor("bias", TensorProto.FLOAT, bias.shape, bias),
@@ -80,6 +83,15 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
         nodes += [helper.make_node("Mul", ["beta", "zero"], ["beta0"]),
                   helper.make_node("Add", [last, "beta0"], ["acc_beta"])]
         last = "acc_beta"
+    if realtime_chunking:  # hard inpainting: actions = (1 - w) * plan + w * prefix
+        init.append(helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]))
+        init.append(helper.make_tensor("axes2", TensorProto.INT64, [1], [2]))
+        nodes += [helper.make_node("Unsqueeze", ["prefix_weights", "axes2"], ["w3"]),
+                  helper.make_node("Sub", ["one", "w3"], ["keep"]),
+                  helper.make_node("Mul", [last, "keep"], ["planned"]),
+                  helper.make_node("Mul", ["prefix", "w3"], ["committed"]),
+                  helper.make_node("Add", ["planned", "committed"], ["acc_rtc"])]
+        last = "acc_rtc"
     nodes.append(helper.make_node("Identity", [last], ["actions"]))
     graph = helper.make_graph(nodes, "reference_policy", inputs, [output], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -91,20 +103,20 @@ def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96
                           action_names=ACTION_NAMES, tasks=(instruction_for("push-v3"),), chunk_length: int = 8,
                           conditioning: str = "none", control_rate_hz: float = 20.0, nan: bool = False,
                           version: str = "v1", seed: int = 0, busy_matmuls: int = 0,
-                          nan_above: float | None = None):
+                          nan_above: float | None = None, realtime_chunking: bool = False):
     rng = np.random.default_rng(seed)
     cams = [Camera(name, size, size) for name, size in cameras]
     s, a = len(state_names), len(action_names)
     weights = rng.normal(0, 0.3, (s, a)).astype(np.float32)
     bias = np.full(a, np.nan if nan else 0.0, np.float32)
     model = reference_graph(cams, s, a, chunk_length, conditioning == "advantage", weights, bias, busy_matmuls,
-                            nan_above)
+                            nan_above, realtime_chunking)
     manifest = Manifest(
         model_id="reference", version=version, cameras=cams, state_names=list(state_names),
         action_names=list(action_names), action_low=[-1.0] * a, action_high=[1.0] * a,
         chunk_length=chunk_length, control_rate_hz=control_rate_hz, tasks=list(tasks),
         normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
-        conditioning_mode=conditioning)
+        conditioning_mode=conditioning, realtime_chunking=realtime_chunking)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "policy.onnx"
         onnx.save(model, onnx_path)

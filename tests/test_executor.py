@@ -125,3 +125,25 @@ def test_replan_after_handback_plans_from_the_new_observation(tmp_path):
     expected = runner.infer(images_for(runner), moved)[0]
     assert result.inline_ms > 0 and np.allclose(result.action, expected, atol=1e-6)
     executor.close()
+
+
+def test_realtime_chunking_bundle_continues_the_committed_plan(tmp_path):
+    """The executor hands the bundle what the current plan commits for the coming ticks; a
+    real-time-chunking graph keeps those, so the plan does not jump when the new chunk lands."""
+    from robot_runtime.executor import prefix_weights
+
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "rtc", realtime_chunking=True).path)
+    runner.select_task(TASK)
+    committed = np.tile(np.array([0.3, -0.2, 0.1, 0.5], np.float32), (8, 1))
+    weights = prefix_weights(8, frozen=2)
+    assert weights[:2].tolist() == [1.0, 1.0] and np.all(np.diff(weights[2:]) < 0) and weights[-1] > 0
+    chunk = runner.infer(images_for(runner), np.full(21, 0.5, np.float32), committed, weights)
+    np.testing.assert_allclose(chunk[:2], committed[:2], atol=1e-6)  # the frozen ticks are kept
+    free = runner.infer(images_for(runner), np.full(21, 0.5, np.float32))
+    assert np.abs(free[:2] - committed[:2]).max() > 0.05  # without a prefix the plan differs
+
+    executor = PolicyExecutor(runner, execution_horizon=3)
+    executor.start_episode(TASK)
+    results = run_ticks(executor, runner, 12, period=0.01, state=np.full(21, 0.5, np.float32))
+    assert all(r.action is not None for r in results)
+    executor.close()

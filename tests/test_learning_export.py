@@ -92,3 +92,22 @@ def test_parity_failure_stops_the_export(tmp_path):
     with pytest.raises(ExportError, match="differs from torch"):
         export_bundle(policy, table, manifest, tmp_path / "bundle", ExportConfig(parity_tolerance=-1.0))
     assert not (tmp_path / "bundle").exists()
+
+
+def test_realtime_chunking_inpaints_the_committed_prefix(tmp_path):
+    """With the prefix inputs, the chunk keeps the committed actions where the weights say so,
+    follows the policy where they are zero, and matches torch after export."""
+    policy, manifest, table = make(CAMERAS["two"], "advantage", 1.0)
+    manifest.realtime_chunking = True
+    bundle = export_bundle(policy, table, manifest, tmp_path / "bundle")
+    assert bundle.manifest.training["parity_max_abs_error"] <= 1e-4  # parity includes the prefix inputs
+    inputs = graph_inputs(manifest, 3, 1.0, np.random.default_rng(5))
+    free = run(bundle, {**inputs, "prefix_weights": np.zeros((3, 4), np.float32)})
+    np.testing.assert_allclose(free, euler(policy, table, inputs, POSITIVE), atol=1e-4)  # no weight, no effect
+    weights = np.zeros((3, 4), np.float32)
+    weights[:, :2] = 1.0  # two ticks will have executed before this chunk lands
+    guided = run(bundle, {**inputs, "prefix_weights": weights})
+    prefix = inputs["prefix"]
+    before = np.abs(free[:, :2] - prefix[:, :2]).mean()
+    after = np.abs(guided[:, :2] - prefix[:, :2]).mean()
+    assert after < 0.2 * before, (before, after)  # the committed ticks are kept
