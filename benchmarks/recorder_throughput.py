@@ -80,7 +80,7 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
         tmp = Path(tmp)
         store_path = tmp / "store"
         graph = GraphProcesses("sim", {"recorder": {"store_path": str(store_path), "cameras": list(CAMERAS),
-                                                    "image_size": SIZE}},
+                                                    "image_size": SIZE, "calibration_file": ""}},
                                log_dir=tmp / "logs", only=["recorder"]).start()
         client = GraphClient("recorder_bench")
         node = client.node

@@ -106,7 +106,8 @@ class RecorderNode(LifecycleNode):
             self.store = EpisodeStore(self.store_path)
             recovery = self.store.recover()
         except (OSError, CalibrationError) as err:
-            self.get_logger().error(f"cannot start recording: {err}")
+            self.blocked = f"cannot start recording: {err}"
+            self.get_logger().error(self.blocked)
             return TransitionCallbackReturn.FAILURE
         for episode_id in recovery.completed:
             self.get_logger().warning(f"finished committing interrupted episode {episode_id}")
@@ -282,7 +283,9 @@ class RecorderNode(LifecycleNode):
         self.blocked = f"write failed: {message}"
 
     def _check_disk_and_report(self) -> None:
-        if self.guard is None:
+        if self.guard is None:  # not configured: say why, loudly
+            self.diag_pub.publish(diagnostics.array(self, [diagnostics.status(
+                "recorder: episodes", self.get_name(), diagnostics.ERROR, self.blocked or "not configured", {})]))
             return
         in_progress = tree_bytes(self.store.staging_dir) if self.recording else 0
         problem = self.guard.problem(in_progress)
