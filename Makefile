@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY ?= PASSIVE  # torch threads sleep instead of spinning (10-60x faster on a shared machine)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: venv demo test benchmarks clean
