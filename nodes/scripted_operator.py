@@ -26,7 +26,9 @@ class ScriptedOperatorNode(Node):
         self.config = OperatorConfig(
             mode=declare(self, "mode", "correct", f"one of {MODES}"),
             stall_steps=declare(self, "stall_steps", 15, "steps without progress before taking over"),
-            min_progress=declare(self, "min_progress", 0.01, "metres of progress that reset the stall count"),
+            min_progress=declare(self, "min_progress", 0.005, "metres of progress that reset the stall count"),
+            min_motion=declare(self, "min_motion", 0.02, "a hand that moved this far in the window is not stuck"),
+            max_regress=declare(self, "max_regress", 0.05, "metres worse than the best seen: off track"),
             correction_steps=declare(self, "correction_steps", 25, "steps driven per takeover"),
             action_noise=declare(self, "action_noise", 0.0, "std of noise on the expert's actions"),
             seed=declare(self, "seed", 0, "noise seed", read_only=True),

@@ -4,14 +4,17 @@ Stands in for a person with a teleop device in the demo, the tests and the
 benchmark. In `demonstrate` mode it drives every step; in `correct` mode it
 watches task progress and takes over when the robot stalls, then hands back.
 
-Stall rule: progress is the drop of a task potential (hand-to-object plus
-object-to-goal distance; hand-to-goal for reach). If the best potential seen has
+Stall rule: progress is the drop of a task potential (horizontal hand-to-object
+plus object-to-goal distance; hand-to-goal for reach). Horizontal, because the
+experts first rise above the object while closing in on it, which leaves the
+3-D distance almost unchanged and would read as a stall. If the best potential seen has
 not improved by `min_progress` metres for `stall_steps` steps, the operator
 engages for `correction_steps` steps, then releases and the watch restarts.
 """
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +29,9 @@ _HAND, _OBJ, _GOAL = slice(0, 3), slice(4, 7), slice(18, 21)
 class OperatorConfig:
     mode: str = "correct"
     stall_steps: int = 15
-    min_progress: float = 0.01
+    min_progress: float = 0.005
+    min_motion: float = 0.02
+    max_regress: float = 0.05
     correction_steps: int = 25
     action_noise: float = 0.0
     seed: int = 0
@@ -37,7 +42,7 @@ def task_potential(env_name: str, state: np.ndarray) -> float:
     hand, obj, goal = state[_HAND], state[_OBJ], state[_GOAL]
     if env_name.startswith("reach"):
         return float(np.linalg.norm(hand - goal))
-    return float(np.linalg.norm(hand - obj) + np.linalg.norm(obj - goal))
+    return float(np.linalg.norm(hand[:2] - obj[:2]) + np.linalg.norm(obj - goal))
 
 
 class ScriptedOperator:
@@ -58,6 +63,7 @@ class ScriptedOperator:
         self._previous: np.ndarray | None = None
         self._best = np.inf
         self._since_progress = 0
+        self._hands: deque = deque(maxlen=self.config.stall_steps)
         self._engaged_left = 0
         self.engagements = 0
 
@@ -78,13 +84,20 @@ class ScriptedOperator:
             self._engaged_left -= 1
             if self._engaged_left == 0:  # hand back and watch again from here
                 self._best, self._since_progress = np.inf, 0
+                self._hands.clear()
             return True
+        cfg = self.config
         potential = task_potential(self.env_name, state)
-        if potential < self._best - self.config.min_progress:
+        self._hands.append(state[_HAND].copy())
+        if potential < self._best - cfg.min_progress:
             self._best, self._since_progress = potential, 0
         else:
             self._since_progress += 1
-        if self._since_progress >= self.config.stall_steps:
+        window = list(self._hands)[-cfg.stall_steps:]
+        stuck = (self._since_progress >= cfg.stall_steps and len(window) == cfg.stall_steps
+                 and np.linalg.norm(window[-1] - window[0]) < cfg.min_motion)
+        off_track = potential > self._best + cfg.max_regress
+        if stuck or off_track:
             self._engaged_left = self.config.correction_steps - 1
             self.engagements += 1
             return True
