@@ -54,7 +54,8 @@ class PolicyNode(LifecycleNode):
         declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
         declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk")
         declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan")
-        declare(self, "max_frame_wait", 0.1, "seconds to wait for an observation's camera frames before holding")
+        self._max_frame_wait = declare(self, "max_frame_wait", 0.1,
+                                       "seconds to wait for an observation's camera frames before holding")
         declare_safety(self)
         declare(self, "bundle_path", "", "model bundle directory to serve")
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
@@ -182,6 +183,8 @@ class PolicyNode(LifecycleNode):
                 else:
                     self._loader = threading.Thread(target=self._load_and_stage, args=(p.value,), daemon=True)
                     self._loader.start()
+            elif p.name == "max_frame_wait":
+                self._max_frame_wait = p.value
             elif p.name == "beta" and self.runner:
                 self.runner.beta = p.value if p.value >= 0 else self.runner.manifest.beta
 
@@ -297,7 +300,7 @@ class PolicyNode(LifecycleNode):
         """Watchdog: an observation whose frames do not arrive in time is answered with a hold."""
         if self.sync is None or self.sync.pending_stamp is None or not (self.active and self.episode_running):
             return
-        wait = self.get_parameter("max_frame_wait").value
+        wait = self._max_frame_wait
         if time.monotonic() - self._waiting_since > wait:
             self._hold_pending(f"within {wait * 1000:.0f} ms")
 

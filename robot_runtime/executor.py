@@ -82,6 +82,7 @@ class PolicyExecutor:
         self._task = ""
         self._tick = 0
         self._replan = False
+        self._lead = 1
         self._episode = 0
         self._cond = threading.Condition()
         self._request = None  # (episode, tick, images, state, runner, prefix, prefix weights)
@@ -129,11 +130,9 @@ class PolicyExecutor:
         return self._staged
 
     def _lead_ticks(self) -> int:
-        """Start the next inference this many ticks early: the recent 90th-percentile latency."""
-        if not self.stats.inference_ms:
-            return 1
-        p90 = float(np.percentile(self.stats.inference_ms, 90)) / 1000.0
-        return max(1, math.ceil(p90 / self.period_s))
+        """Start the next inference this many ticks early: the recent 90th-percentile latency
+        (recomputed when a chunk lands, not every tick: the percentile is the tick's largest cost)."""
+        return self._lead
 
     def tick(self, images: dict[str, np.ndarray], state: np.ndarray) -> TickResult:
         tick, result = self._tick, TickResult(None)
@@ -194,6 +193,8 @@ class PolicyExecutor:
 
     def _adopt(self, obs_tick: int, tick: int, runner: PolicyRunner, outcome, ms: float, events: list[str]) -> None:
         self.stats.inference_ms.append(ms)
+        p90 = float(np.percentile(self.stats.inference_ms, 90)) / 1000.0
+        self._lead = max(1, math.ceil(p90 / self.period_s))
         if isinstance(outcome, Exception):
             self._reject(runner, outcome, events)
             return
