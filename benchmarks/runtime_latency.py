@@ -91,7 +91,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for
 
-    graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 2}}, log_dir=log_dir,
+    graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 1}}, log_dir=log_dir,
                            only=["policy_node"]).start()
     client = GraphClient("latency_bench")
     node = client.node

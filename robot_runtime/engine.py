@@ -55,6 +55,8 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle worker threads must sleep, not spin: they share the cores with the control thread.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(onnx_path), options, providers=requested)
