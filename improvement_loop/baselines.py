@@ -10,6 +10,10 @@ Each starts from the pretrained policy checkpoint with RECAP's policy step budge
   standardized per task: RECAP's own advantages, so only the way they are used differs.
   Standardizing makes `temperature` mean "in advantage standard deviations" whatever
   the task's return normalizer; with the defaults a row 3 sigma above the mean hits the clip.
+
+One diagnostic, not a baseline: `positive_bc` is BC on the rows RECAP labels positive.
+Against RECAP it separates what the labels are worth from what conditioning on them
+(one network, both indicators, CFG) makes of them.
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .cycle import CycleConfig, CycleResult, RoundData, _data_metrics, _finish, stage_dir
+from .recap import POSITIVE
 from .train import train_policy
 
 METHODS = ("bc", "filtered_bc", "awr")
+DIAGNOSTICS = ("positive_bc",)
 
 
 def filtered_rows(success: np.ndarray, intervention: np.ndarray) -> np.ndarray:
@@ -47,13 +53,14 @@ def awr_weights(advantages: np.ndarray, task_index: np.ndarray, temperature: flo
 def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg: CycleConfig = CycleConfig(),
                    awr_temperature: float = 1.0, awr_max_weight: float = 20.0) -> CycleResult:
     """Train `method` on the round's rows from the pretrained policy; save it under round_NNN/<method>/."""
-    if method not in METHODS:
-        raise ValueError(f"unknown baseline '{method}'; choose from {METHODS}")
+    if method not in METHODS + DIAGNOSTICS:
+        raise ValueError(f"unknown baseline '{method}'; choose from {METHODS + DIAGNOSTICS}")
     start = time.perf_counter()
     data, tensors, weights = rd.data, rd.tensors, None
     selection: dict = {"rows": len(data)}
-    if method == "filtered_bc":
-        rows = filtered_rows(data.success, data.intervention)
+    if method in ("filtered_bc", "positive_bc"):
+        rows = (filtered_rows(data.success, data.intervention) if method == "filtered_bc"
+                else rd.labels.indicators == POSITIVE)
         tensors = tensors.subset(rows)
         selection = {"rows": int(rows.sum()), "row_fraction": float(rows.mean())}
     elif method == "awr":

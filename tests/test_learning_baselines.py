@@ -1,13 +1,23 @@
 """The benchmark's baselines: which rows each trains on, and that they share a RECAP round's labels."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeStore
-from robot_runtime.improvement_loop.baselines import awr_weights, filtered_rows, train_baselines
+from robot_runtime.improvement_loop.baselines import awr_weights, filtered_rows, train_baseline, train_baselines
 from robot_runtime.improvement_loop.cycle import pretrain, round_data, train_round
+from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.train import train_policy
-from test_learning_cycle import config, write_episode
+from test_learning_cycle import config as tiny_config
+from test_learning_cycle import write_episode
+
+
+def config():
+    """The cycle tests' tiny networks on one thread (two threads crawl when other processes share the cores)."""
+    c = tiny_config()
+    return replace(c, value=replace(c.value, threads=1), policy=replace(c.policy, threads=1))
 
 
 def test_filtered_bc_keeps_exactly_successes_and_operator_steps():
@@ -52,6 +62,11 @@ def test_baselines_train_on_the_rounds_rows_from_the_pretrained_checkpoint(tmp_p
     assert baselines["filtered_bc"].metrics["selection"]["rows"] == expected < len(rd.data)
     assert baselines["bc"].metrics["selection"]["rows"] == len(rd.data)
     assert 0 < baselines["awr"].metrics["selection"]["effective_sample_fraction"] < 1
+    # The diagnostic: BC on exactly the rows RECAP labels positive.
+    positive_bc = train_baseline(rd, work, "positive_bc", config())
+    assert positive_bc.metrics["selection"]["rows"] == int(np.sum(rd.labels.indicators == POSITIVE)) < len(rd.data)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        train_baseline(rd, work, "dagger", config())
 
 
 def test_sample_weights_must_be_one_non_negative_weight_per_row(tmp_path):
