@@ -14,6 +14,12 @@ everything else to the bundle's limits, rate and workspace. Setting
 `bundle_path` while active validates the new bundle at once (refusing the
 parameter if it is bad), then loads and warms it in the background and swaps
 it in at a chunk boundary; if it misbehaves the previous one takes over again.
+
+The background load shares the interpreter with the control path, and two of
+its steps hold the GIL for milliseconds (parsing the ONNX graph, ONNX Runtime's
+session constructor: ~20 ms for the reference policy). Each starts right after
+a command went out, so the hold falls in the gap before the next observation
+instead of in the middle of answering one.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
-from robot_runtime.bundle import BundleError, load_bundle
+from robot_runtime.bundle import Bundle, BundleError, load_bundle
 from robot_runtime.engine import EngineError
 from robot_runtime.executor import PolicyExecutor, SwapError
 from robot_runtime.nodes import diagnostics, ros_io
@@ -70,6 +76,8 @@ class PolicyNode(LifecycleNode):
         self.status = {"state": "unconfigured", "bundle": "", "error": ""}
         self._image_subs = []
         self._loader: threading.Thread | None = None
+        self._validated: dict[str, Bundle] = {}  # checked by the parameter callback, loaded by the loader
+        self._command_sent = threading.Event()  # set after every command: the start of a gap between ticks
         self._tick_times: deque = deque(maxlen=2000)
         self._e2e_ms: deque = deque(maxlen=2000)
         self._work_ms: deque = deque(maxlen=2000)
@@ -101,7 +109,7 @@ class PolicyNode(LifecycleNode):
             self._fail("no bundle_path set")
             return TransitionCallbackReturn.FAILURE
         try:
-            runner = self._load_runner(path)
+            runner = self._load_runner(self._validated.pop(path, None) or path)
             self.safety = self._safety_filter(runner)
         except (*LOAD_ERRORS, ValueError) as err:
             self._fail(f"refusing bundle: {err}")
@@ -150,7 +158,7 @@ class PolicyNode(LifecycleNode):
             self.control.close()
 
     # -- bundles ----------------------------------------------------------------------------
-    def _load_runner(self, path: str) -> PolicyRunner:
+    def _load_runner(self, path: str | Bundle) -> PolicyRunner:
         beta = self.get_parameter("beta").value
         return PolicyRunner.load(path, self.engine_kind, self.threads, beta if beta >= 0 else None, self.seed,
                                  fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
@@ -163,7 +171,8 @@ class PolicyNode(LifecycleNode):
         for p in params:
             if p.name == "bundle_path" and p.value:
                 try:
-                    load_bundle(p.value)  # manifest, hashes, graph signature: fast, before accepting
+                    # manifest, hashes, graph signature: a few ms, before accepting
+                    self._validated = {p.value: load_bundle(p.value)}
                 except BundleError as err:
                     self.get_logger().error(f"refusing bundle: {err}")
                     return SetParametersResult(successful=False, reason=str(err))
@@ -188,10 +197,20 @@ class PolicyNode(LifecycleNode):
             elif p.name == "beta" and self.runner:
                 self.runner.beta = p.value if p.value >= 0 else self.runner.manifest.beta
 
+    def _between_ticks(self) -> None:
+        """Return right after the next command is published (or after a period when none is due)."""
+        self._command_sent.clear()
+        self._command_sent.wait(timeout=1.0 / self.runner.manifest.control_rate_hz)
+
     def _load_and_stage(self, path: str) -> None:
         """Off the control path: build the engine, warm it, stage it for the next chunk boundary."""
         try:
-            runner = self._load_runner(path)
+            bundle = self._validated.pop(path, None)
+            if bundle is None:
+                self._between_ticks()
+                bundle = load_bundle(path)
+            self._between_ticks()
+            runner = self._load_runner(bundle)
             self.control.stage(runner)
         except LOAD_ERRORS as err:
             self._report(f"keeping {self.runner.bundle.label}: new bundle refused: {err}", error=True)
@@ -336,6 +355,7 @@ class PolicyNode(LifecycleNode):
 
     def _publish_command(self, stamp: int, command: np.ndarray, inline_ms: float = 0.0) -> None:
         self.command_pub.publish(ros_io.joint_state_msg(self.runner.manifest.action_names, command, stamp))
+        self._command_sent.set()
         self._tick_times.append(time.monotonic())
         self._e2e_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
         # The runtime's own cost this tick: conversion, sync, scheduling, safety, publishing.

@@ -45,8 +45,9 @@ class PolicyRunner:
     @classmethod
     def load(cls, path, engine: str = "auto", threads: int = 1, beta: float | None = None, seed: int = 0,
              warmup: bool = True, fp16: bool = False, cache_dir=None) -> "PolicyRunner":
-        """Validate the bundle, build the engine and (by default) run it once so the first tick is fast."""
-        bundle = load_bundle(path)
+        """Validate the bundle (unless `path` is an already validated Bundle), build the engine and
+        (by default) run it once so the first tick is fast."""
+        bundle = path if isinstance(path, Bundle) else load_bundle(path)
         runner = cls(bundle, create_engine(engine, bundle.policy_path, threads, fp16=fp16, cache_dir=cache_dir),
                      beta, seed)
         if warmup:
