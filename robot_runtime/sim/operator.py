@@ -7,9 +7,12 @@ watches task progress and takes over when the robot stalls, then hands back.
 Stall rule: progress is the drop of a task potential (horizontal hand-to-object
 plus object-to-goal distance; hand-to-goal for reach). Horizontal, because the
 experts first rise above the object while closing in on it, which leaves the
-3-D distance almost unchanged and would read as a stall. If the best potential seen has
-not improved by `min_progress` metres for `stall_steps` steps, the operator
-engages for `correction_steps` steps, then releases and the watch restarts.
+3-D distance almost unchanged and would read as a stall. The operator engages when
+the robot is stuck (the best potential has not improved by `min_progress` metres for
+`stall_steps` steps and the hand moved less than `min_motion` metres over them: a
+purposeful slow descent is not a stall) or off track (the potential is `max_regress`
+metres above its best), corrects for `correction_steps` steps, then releases and the
+watch restarts.
 """
 from __future__ import annotations
 
