@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE  # torch threads sleep instead of spinning (10-60x faster on a shared machine)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test benchmarks clean
+.PHONY: venv demo test clean
 
 $(STAMP): requirements/*.txt setup.py
 	$(PYTHON) -m venv $(VENV)
