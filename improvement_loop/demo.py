@@ -33,7 +33,7 @@ log = logging.getLogger("demo")
 @dataclass
 class DemoConfig:
     env_name: str = "push-v3"
-    demos: int = 10
+    demos: int = 4
     rollouts: int = 20
     eval_episodes: int = 20
     control_rate_hz: float = 20.0
