@@ -33,11 +33,11 @@ log = logging.getLogger("demo")
 @dataclass
 class DemoConfig:
     env_name: str = "push-v3"
-    demos: int = 4
+    demos: int = 6
     rollouts: int = 20
     eval_episodes: int = 20
     control_rate_hz: float = 20.0
-    max_steps: int = 150
+    max_steps: int = 120
     out: Path = Path("demo_output")
     cycle: CycleConfig = CycleConfig()
 
