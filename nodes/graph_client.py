@@ -21,6 +21,7 @@ from robot_runtime.nodes import ros_io
 
 
 # The simulated graph's connections (publishers, subscribers) before episodes can run.
+REPLY_DISCOVERY_S = 0.3  # DDS discovery of a new client's reply reader on loopback, with margin for a loaded host
 SIM_NODES = ["sim_robot", "scripted_operator", "teleop_mux", "policy_node", "recorder"]
 SIM_TOPICS = {
     ros_io.STATE_TOPIC: (1, 3),
@@ -43,6 +44,7 @@ class GraphClient:
         self._lock = threading.Condition()
         self.events: list[dict] = []
         self.commits: dict[str, dict] = {}
+        self._clients: dict = {}  # service name -> rclpy Client, see _client
         self.policy_status: dict = {}
         self.node.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC,
                                       lambda m: self._record(self.events.append, m), ros_io.LATCHED_QOS)
@@ -84,17 +86,28 @@ class GraphClient:
                 self._lock.wait(remaining)
         return result
 
-    def call(self, service_type, name: str, request, timeout: float = 10.0):
-        client = self.node.create_client(service_type, name)
-        try:
+    def _client(self, service_type, name: str, timeout: float):
+        """A service client kept for reuse, returned once its server is up and can answer it.
+
+        `wait_for_service` only means our request can reach the server; the server answers on a
+        reply reader of ours that it discovers separately, and a reply sent before that is dropped
+        ("failed to send response"). A new client therefore waits `REPLY_DISCOVERY_S` once, and
+        clients are reused so that happens once per service, not once per call."""
+        client = self._clients.get(name)
+        if client is None:
+            client = self.node.create_client(service_type, name)
             if not client.wait_for_service(timeout_sec=timeout):
+                self.node.destroy_client(client)
                 raise TimeoutError(f"service {name} is not available")
-            future = client.call_async(request)
-            future.add_done_callback(lambda _: self._notify())
-            self.wait_for(future.done, timeout, f"a reply from {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+            time.sleep(REPLY_DISCOVERY_S)
+            self._clients[name] = client
+        return client
+
+    def call(self, service_type, name: str, request, timeout: float = 10.0):
+        future = self._client(service_type, name, timeout).call_async(request)
+        future.add_done_callback(lambda _: self._notify())
+        self.wait_for(future.done, timeout, f"a reply from {name}")
+        return future.result()
 
     def set_parameters(self, node_name: str, values: dict, timeout: float = 30.0) -> None:
         """Set parameters on a running node; raises with the node's reason when it refuses."""
@@ -132,12 +145,10 @@ class GraphClient:
         waiting for DDS discovery."""
         deadline = time.monotonic() + timeout
         for name in nodes:
-            client = self.node.create_client(SetParameters, f"/{name}/set_parameters")
             try:
-                if not client.wait_for_service(timeout_sec=max(0.1, deadline - time.monotonic())):
-                    raise TimeoutError(f"node {name} did not come up within {timeout:.0f} s")
-            finally:
-                self.node.destroy_client(client)
+                self._client(SetParameters, f"/{name}/set_parameters", max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"node {name} did not come up within {timeout:.0f} s") from None
         for topic, (publishers, subscribers) in (topics or {}).items():
             while (self.node.count_publishers(topic) < publishers
                    or self.node.count_subscribers(topic) < subscribers):
