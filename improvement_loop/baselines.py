@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .cycle import CycleConfig, CycleResult, RoundData, _data_metrics, _finish, stage_dir
+from .cycle import CycleConfig, CycleResult, RoundData, data_metrics, finish_stage, stage_dir
 from .recap import POSITIVE
 from .train import train_policy
 
@@ -72,10 +72,11 @@ def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg:
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
     policy, policy_metrics = train_policy(tensors, None, policy.spec, cfg.policy, init=policy,
                                           log_dir=out / "tb", sample_weights=weights)
-    metrics = {**_data_metrics(data), "method": method, "selection": selection, "policy": policy_metrics}
+    metrics = {**data_metrics(data), "method": method, "selection": selection, "policy": policy_metrics}
     # Its own model id, so its bundle directory never collides with RECAP's of the same round and second.
-    return _finish(out, work_dir, data, rd.stats, policy, [], tensors.task_table.numpy(), "none", rd.round_index,
-                   rd.pretrained.version, metrics, start, replace(cfg, model_id=f"{cfg.model_id}-{method}"))
+    return finish_stage(out, work_dir, data, rd.stats, policy, [], tensors.task_table.numpy(), "none",
+                        rd.round_index, rd.pretrained.version, metrics, start,
+                        replace(cfg, model_id=f"{cfg.model_id}-{method}"))
 
 
 def train_baselines(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = CycleConfig(),

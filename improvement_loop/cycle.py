@@ -124,12 +124,12 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: Cy
     policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb",
                                           resume_dir=out / TRAINING_STATE)
     metrics = {
-        **_data_metrics(data), "value": value_metrics, "policy": policy_metrics,
+        **data_metrics(data), "value": value_metrics, "policy": policy_metrics,
         # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
         "value_explained_variance_in_sample": explained_variance(returns, predict_values(value, tensors)),
     }
-    return _finish(out, work_dir, data, stats, policy, [value], tensors.task_table.numpy(), "none", 0, "",
-                   metrics, start, cfg)
+    return finish_stage(out, work_dir, data, stats, policy, [value], tensors.task_table.numpy(), "none", 0, "",
+                        metrics, start, cfg)
 
 
 @dataclass
@@ -198,9 +198,9 @@ def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = C
     scalars = {**_skip_scalars(rd.data), "data/positive_fraction": rd.labels.metrics["positive_fraction"]}
     policy, policy_metrics = train_policy(rd.tensors, rd.labels.indicators, policy.spec, cfg.policy, init=policy,
                                           log_dir=out / "tb", extra_scalars=scalars, resume_dir=out / TRAINING_STATE)
-    metrics = {**_data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
-    return _finish(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
-                   "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg)
+    metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
+    return finish_stage(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
+                        "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg)
 
 
 def _embed(work_dir: str | os.PathLike, tasks: list[str]) -> np.ndarray:
@@ -220,7 +220,8 @@ def _skip_scalars(data: Dataset) -> dict:
     return {f"data/skipped_{reason}": count for reason, count in data.skipped.items()}
 
 
-def _data_metrics(data: Dataset) -> dict:
+def data_metrics(data: Dataset) -> dict:
+    """What a stage trained on, for its result.json (shared by RECAP and the baselines)."""
     return {
         "episodes_used": len(data.episodes),
         "steps_used": len(data),
@@ -231,9 +232,9 @@ def _data_metrics(data: Dataset) -> dict:
     }
 
 
-def _finish(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: list, task_table: np.ndarray,
-            mode: str, round_index: int, parent_version: str, metrics: dict, start: float,
-            cfg: CycleConfig) -> CycleResult:
+def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: list, task_table: np.ndarray,
+                 mode: str, round_index: int, parent_version: str, metrics: dict, start: float,
+                 cfg: CycleConfig) -> CycleResult:
     """Save the checkpoints, export the bundle, write result.json: rank 0 does; the other ranks read its result."""
     if not world().is_main:
         barrier()

@@ -20,8 +20,9 @@ from std_srvs.srv import Trigger
 from robot_runtime.nodes import ros_io
 
 
-# The simulated graph's connections (publishers, subscribers) before episodes can run.
 REPLY_DISCOVERY_S = 0.3  # DDS discovery of a new client's reply reader on loopback, with margin for a loaded host
+
+# The simulated graph's connections (publishers, subscribers) before episodes can run.
 SIM_NODES = ["sim_robot", "scripted_operator", "teleop_mux", "policy_node", "recorder"]
 SIM_TOPICS = {
     ros_io.STATE_TOPIC: (1, 3),

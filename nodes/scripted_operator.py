@@ -23,15 +23,17 @@ class ScriptedOperatorNode(Node):
     def __init__(self):
         super().__init__("scripted_operator")
         env_name = declare(self, "env_name", "push-v3", "task whose expert to load at start-up")
+        d = OperatorConfig()  # one set of defaults: the library's
         self.config = OperatorConfig(
-            mode=declare(self, "mode", "correct", f"one of {MODES}"),
-            stall_steps=declare(self, "stall_steps", 15, "steps without progress before taking over"),
-            min_progress=declare(self, "min_progress", 0.005, "metres of progress that reset the stall count"),
-            min_motion=declare(self, "min_motion", 0.02, "a hand that moved this far in the window is not stuck"),
-            max_regress=declare(self, "max_regress", 0.05, "metres worse than the best seen: off track"),
-            correction_steps=declare(self, "correction_steps", 25, "steps driven per takeover"),
-            action_noise=declare(self, "action_noise", 0.0, "std of noise on the expert's actions"),
-            seed=declare(self, "seed", 0, "noise seed", read_only=True),
+            mode=declare(self, "mode", d.mode, f"one of {MODES}"),
+            stall_steps=declare(self, "stall_steps", d.stall_steps, "steps without progress before taking over"),
+            min_progress=declare(self, "min_progress", d.min_progress, "metres of progress that reset the stall count"),
+            min_motion=declare(self, "min_motion", d.min_motion,
+                               "a hand that moved this far in the window is not stuck"),
+            max_regress=declare(self, "max_regress", d.max_regress, "metres worse than the best seen: off track"),
+            correction_steps=declare(self, "correction_steps", d.correction_steps, "steps driven per takeover"),
+            action_noise=declare(self, "action_noise", d.action_noise, "std of noise on the expert's actions"),
+            seed=declare(self, "seed", d.seed, "noise seed", read_only=True),
         )
         self.operator = ScriptedOperator(env_name, self.config)  # ready before the first episode
         self.engaged_pub = self.create_publisher(Bool, ros_io.TELEOP_ENGAGED_TOPIC, ros_io.STREAM_QOS)

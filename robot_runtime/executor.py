@@ -5,9 +5,9 @@ the plan is running low, inference on the newest observation starts in a
 background thread, given the actions the current plan has committed for the
 coming ticks (a real-time-chunking bundle inpaints them, so the new chunk
 continues what will already have executed by the time it lands), and its chunk
-is merged when it lands (latency compensated, blended, see scheduler.py). The first chunk of an episode, and the first after
-the operator hands control back, are computed inline: there is nothing valid to
-execute yet.
+is merged when it lands (latency compensated, blended, see scheduler.py). The
+first chunk of an episode, and the first after the operator hands control back,
+are computed inline: there is nothing valid to execute yet.
 
 Hot swap: a new bundle is loaded and warmed by the caller, then `stage()`d; the
 next inference request runs on it, and only a valid chunk from it makes the
@@ -82,6 +82,8 @@ class PolicyExecutor:
         self._task = ""
         self._tick = 0
         self._replan = False
+        # Start the next inference this many ticks early: the recent 90th-percentile latency,
+        # recomputed when a chunk lands (not every tick: the percentile is a tick's largest cost).
         self._lead = 1
         self._episode = 0
         self._cond = threading.Condition()
@@ -129,11 +131,6 @@ class PolicyExecutor:
     def staged(self) -> PolicyRunner | None:
         return self._staged
 
-    def _lead_ticks(self) -> int:
-        """Start the next inference this many ticks early: the recent 90th-percentile latency
-        (recomputed when a chunk lands, not every tick: the percentile is the tick's largest cost)."""
-        return self._lead
-
     def tick(self, images: dict[str, np.ndarray], state: np.ndarray) -> TickResult:
         tick, result = self._tick, TickResult(None)
         self._tick += 1
@@ -144,7 +141,7 @@ class PolicyExecutor:
             started = time.perf_counter()
             self._infer_inline(tick, images, state, result.events)  # episode start: nothing planned yet
             result.inline_ms = (time.perf_counter() - started) * 1000.0
-        elif self.scheduler.wants_chunk(tick, self._lead_ticks()):
+        elif self.scheduler.wants_chunk(tick, self._lead):
             self._submit(tick, images, state)
         result.action = self.scheduler.action(tick)
         if result.action is None:
@@ -162,7 +159,7 @@ class PolicyExecutor:
                 return
             runner = self._staged or self.runner
             prefix = self.scheduler.committed(tick, runner.manifest.chunk_length)
-            weights = prefix_weights(len(prefix), self._lead_ticks())
+            weights = prefix_weights(len(prefix), self._lead)
             self._request = (self._episode, tick, images, state, runner, prefix, weights)
             self._cond.notify_all()
 
