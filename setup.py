@@ -10,9 +10,19 @@ the node executables in lib/robot_runtime where `ros2 run` looks.
 """
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "robot_runtime"
+SOURCES = {PACKAGE: "robot_runtime", f"{PACKAGE}.nodes": "nodes", f"{PACKAGE}.improvement_loop": "improvement_loop"}
+
+
+def subpackages() -> list[str]:
+    """Every package under the three source folders, so no room is left out of a wheel or a colcon install."""
+    found = []
+    for package, folder in SOURCES.items():
+        found += [package] + [f"{package}.{sub}" for sub in find_packages(folder)]
+    return found
+
 NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator", "teleop_device"]
 
 setup(
@@ -20,16 +30,8 @@ setup(
     version="0.1.0",
     description="On-robot policy runtime and fleet self-improvement loop",
     python_requires=">=3.10",
-    packages=[
-        PACKAGE,
-        f"{PACKAGE}.nodes",
-        f"{PACKAGE}.improvement_loop",
-    ],
-    package_dir={
-        PACKAGE: "robot_runtime",
-        f"{PACKAGE}.nodes": "nodes",
-        f"{PACKAGE}.improvement_loop": "improvement_loop",
-    },
+    packages=subpackages(),
+    package_dir=SOURCES,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -43,10 +45,10 @@ setup(
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
         + [
-            f"robot-runtime-launch = {PACKAGE}.launcher:main",
+            f"robot-runtime-launch = {PACKAGE}.bringup.launcher:main",
             f"robot-runtime-demo = {PACKAGE}.improvement_loop.demo:main",
-            f"robot-runtime-train = {PACKAGE}.improvement_loop.train:main",
-            f"robot-runtime-episodes = {PACKAGE}.episode_cli:main",
+            f"robot-runtime-train = {PACKAGE}.improvement_loop.cycle.cli:main",
+            f"robot-runtime-episodes = {PACKAGE}.datatools.cli:main",
         ],
     },
 )

@@ -71,15 +71,15 @@ from pathlib import Path
 import numpy as np
 
 from robot_runtime.episode import EpisodeStore
-from robot_runtime.improvement_loop.baselines import DIAGNOSTICS
-from robot_runtime.improvement_loop.baselines import METHODS as BASELINES
-from robot_runtime.improvement_loop.baselines import train_baseline
-from robot_runtime.improvement_loop.cycle import CycleConfig, CycleResult, pretrain, round_data, train_round
+from robot_runtime.improvement_loop.cycle.baselines import DIAGNOSTICS
+from robot_runtime.improvement_loop.cycle.baselines import METHODS as BASELINES
+from robot_runtime.improvement_loop.cycle.baselines import train_baseline
+from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult, pretrain, round_data, train_round
 from robot_runtime.improvement_loop.metrics import EpisodeOutcome, summarize, wilson_interval
-from robot_runtime.improvement_loop.networks import NetConfig
+from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.recap import POSITIVE
-from robot_runtime.improvement_loop.train import PolicyTrainConfig, TrainConfig
-from robot_runtime.policy import PolicyRunner
+from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
+from robot_runtime.runtime.policy import PolicyRunner
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
 from robot_runtime.sim.rollout import RolloutResult, run_episode

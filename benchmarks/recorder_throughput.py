@@ -68,9 +68,9 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
-    from robot_runtime.disk_guard import tree_bytes
+    from robot_runtime.capture.disk_guard import tree_bytes
     from robot_runtime.episode import EpisodeStore
-    from robot_runtime.launcher import GraphProcesses
+    from robot_runtime.bringup.launcher import GraphProcesses
     from robot_runtime.nodes import ros_io
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES

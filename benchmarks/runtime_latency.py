@@ -38,8 +38,9 @@ def reference_bundle(path: Path, version: str, seed: int) -> Path:
     import torch
 
     from robot_runtime.bundle import Camera, Manifest, Normalization
-    from robot_runtime.improvement_loop.export import export_bundle
-    from robot_runtime.improvement_loop.networks import InputSpec, NetConfig, VLAPolicy
+    from robot_runtime.improvement_loop.models.export import export_bundle
+    from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
+    from robot_runtime.improvement_loop.models.policy import VLAPolicy
     from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruction_for
 
     torch.manual_seed(seed)
@@ -64,7 +65,7 @@ def percentiles(values, *qs) -> list[float]:
 
 
 def bench_engine(bundle_path: Path, seconds: float) -> dict:
-    from robot_runtime.policy import PolicyRunner
+    from robot_runtime.runtime.policy import PolicyRunner
 
     runner = PolicyRunner.load(bundle_path, "auto")
     runner.select_task(runner.manifest.tasks[0])
@@ -86,7 +87,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
 
-    from robot_runtime.launcher import GraphProcesses
+    from robot_runtime.bringup.launcher import GraphProcesses
     from robot_runtime.nodes import ros_io
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for

@@ -42,14 +42,14 @@ import numpy as np
 import torch
 
 from robot_runtime.episode import EpisodeStore
-from robot_runtime.improvement_loop.advantage import explained_variance
-from robot_runtime.improvement_loop.batches import Tensors, model_inputs, prepare
-from robot_runtime.improvement_loop.dataset import DatasetConfig, load_dataset
-from robot_runtime.improvement_loop.networks import EntropyConfig, NetConfig
+from robot_runtime.improvement_loop.cycle.advantage import explained_variance
+from robot_runtime.improvement_loop.data.batches import Tensors, model_inputs, prepare
+from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
+from robot_runtime.improvement_loop.models.layers import EntropyConfig, NetConfig
 from robot_runtime.improvement_loop.recap import normalized_returns, to_bins
-from robot_runtime.improvement_loop.text import TextEmbedder
-from robot_runtime.improvement_loop.tql import GROUPS
-from robot_runtime.improvement_loop.train import TrainConfig, input_spec, predict_values, train_value
+from robot_runtime.improvement_loop.data.text import TextEmbedder
+from robot_runtime.improvement_loop.models.value import GROUPS
+from robot_runtime.improvement_loop.training.train import TrainConfig, input_spec, predict_values, train_value
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
 from robot_runtime.sim.rollout import run_episode

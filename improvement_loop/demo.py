@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robot_runtime.episode import EpisodeStore
-from robot_runtime.launcher import GraphProcesses
+from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
 
-from .cycle import CycleConfig, improve, pretrain
-from .metrics import EpisodeOutcome, RateSummary, summarize
+from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain
+from robot_runtime.improvement_loop.metrics import EpisodeOutcome, RateSummary, summarize
 
 log = logging.getLogger("demo")
 

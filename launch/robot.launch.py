@@ -1,9 +1,9 @@
 """ros2 launch robot_runtime robot.launch.py: the on-robot nodes beside your robot driver.
 
-The node list lives in robot_runtime.graph; `robot-runtime-launch robot` starts the
+The node list lives in robot_runtime.bringup.graph; `robot-runtime-launch robot` starts the
 same graph where the `launch` package is not installed.
 """
-from robot_runtime.graph import launch_description
+from robot_runtime.bringup.graph import launch_description
 
 
 def generate_launch_description():

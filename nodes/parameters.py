@@ -19,7 +19,7 @@ def declare_safety(node) -> None:
 
 def safety_filter(node, action_names, action_low, action_high, state_names):
     """A SafetyFilter from the node's safety parameters and the given action limits."""
-    from robot_runtime.safety import SafetyConfig, SafetyFilter, WorkspaceLimit
+    from robot_runtime.runtime.safety import SafetyConfig, SafetyFilter, WorkspaceLimit
 
     max_delta = list(node.get_parameter("max_delta").value)
     return SafetyFilter(SafetyConfig(

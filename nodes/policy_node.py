@@ -36,13 +36,13 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
 from robot_runtime.bundle import Bundle, BundleError, load_bundle
-from robot_runtime.engine import EngineError
-from robot_runtime.executor import PolicyExecutor, SwapError
+from robot_runtime.runtime.engines.base import EngineError
+from robot_runtime.runtime.executor import PolicyExecutor, SwapError
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
-from robot_runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
-from robot_runtime.safety import SafetyFilter, WorkspaceLimit
-from robot_runtime.sync import ObservationSync
+from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
+from robot_runtime.runtime.safety import SafetyFilter, WorkspaceLimit
+from robot_runtime.runtime.sync import ObservationSync
 
 LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError)
 

@@ -25,13 +25,13 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from robot_runtime.assembler import StepAssembler
-from robot_runtime.calibration import CalibrationError, load_calibration
-from robot_runtime.disk_guard import DiskGuard, tree_bytes
+from robot_runtime.capture.assembler import StepAssembler
+from robot_runtime.capture.calibration import CalibrationError, load_calibration
+from robot_runtime.capture.disk_guard import DiskGuard, tree_bytes
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare
-from robot_runtime.recording import AsyncRecorder
+from robot_runtime.capture.recording import AsyncRecorder
 
 END_GRACE_S = 1.0
 IDLE_BUFFER_NS = 2_000_000_000

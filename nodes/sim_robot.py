@@ -20,7 +20,7 @@ from robot_runtime.episode import new_episode_id
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot, SimConfig
-from robot_runtime.teleop import HOLD
+from robot_runtime.teleop.arbiter import HOLD
 
 
 class SimRobotNode(Node):

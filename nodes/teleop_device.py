@@ -1,7 +1,7 @@
 """teleop_device: a gamepad, 6-DoF mouse or leader arm as the operator's takeover device.
 
 Reads the device (`sensor_msgs/Joy`, `geometry_msgs/Twist` or a leader arm's
-`sensor_msgs/JointState`) through the mapping in robot_runtime.teleop_devices,
+`sensor_msgs/JointState`) through the mapping in robot_runtime.teleop.devices,
 and at every robot observation publishes the deadman on `teleop/engaged` and,
 while it is held, the mapped command on `teleop/command`, stamped with the
 observation it answers. teleop_mux does the rest (arbitration, limits, e-stop).
@@ -22,7 +22,7 @@ from std_msgs.msg import Bool
 
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
-from robot_runtime.teleop_devices import MappingError, TeleopDevice
+from robot_runtime.teleop.devices import MappingError, TeleopDevice
 
 
 class TeleopDeviceNode(Node):

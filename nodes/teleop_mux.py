@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger
 
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
-from robot_runtime.teleop import HOLD, OPERATOR, POLICY, TeleopArbiter
+from robot_runtime.teleop.arbiter import HOLD, OPERATOR, POLICY, TeleopArbiter
 
 
 class TeleopMuxNode(Node):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from robot_runtime.graph import GRAPHS
+from robot_runtime.bringup.graph import GRAPHS
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo import ROOT
 
 
 def test_robot_half_never_imports_torch(tmp_path):
@@ -52,11 +52,11 @@ def test_package_xml_is_format_3_ament_python():
 
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 def test_launch_file_builds_the_same_graph_as_the_local_launcher(graph):
-    """launch/<graph>.launch.py and robot-runtime-launch both read robot_runtime.graph.GRAPHS[graph]."""
+    """launch/<graph>.launch.py and robot-runtime-launch both read robot_runtime.bringup.graph.GRAPHS[graph]."""
     tree = ast.parse((ROOT / "launch" / f"{graph}.launch.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "launch_description"]
     assert [c.args[0].value for c in calls] == [graph]
-    from robot_runtime.launcher import GraphProcesses
+    from robot_runtime.bringup.launcher import GraphProcesses
 
     local = GraphProcesses(graph)
     assert [(s.executable, s.name) for s in local.specs] == [(s.executable, s.name) for s in GRAPHS[graph][0]()]

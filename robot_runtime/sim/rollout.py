@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_runtime.chunking import ActionChunkQueue
+from robot_runtime.runtime.chunking import ActionChunkQueue
 from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
-from robot_runtime.policy import PolicyRunner
+from robot_runtime.runtime.policy import PolicyRunner
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot
 from robot_runtime.sim.operator import ScriptedOperator
 

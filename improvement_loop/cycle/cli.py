@@ -1,0 +1,56 @@
+"""`robot-runtime-train`: one stage of the RECAP cycle (pretrain or a round) from the command line.
+
+The same entry point runs under `torchrun` for data-parallel training on more processes, GPUs or nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain, result_path
+from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
+from robot_runtime.improvement_loop.training.distributed import shutdown, world
+from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`robot-runtime-train --store DIR --work DIR --stage pretrain|round [--round N]`.
+
+    Under `torchrun --nproc_per_node=K` the same command trains data-parallel (see training/distributed.py).
+    """
+    parser = argparse.ArgumentParser(description="Train and export a RECAP policy bundle from an episode store.")
+    parser.add_argument("--store", required=True, help="episode store root (robot_runtime.episode.EpisodeStore)")
+    parser.add_argument("--work", required=True, help="work directory: checkpoints, TensorBoard logs, bundles/")
+    parser.add_argument("--stage", choices=("pretrain", "round"), required=True)
+    parser.add_argument("--round", type=int, default=1, help="round index for --stage round (>= 1)")
+    parser.add_argument("--model-id", default=CycleConfig.model_id)
+    parser.add_argument("--beta", type=float, default=CycleConfig.beta, help="CFG weight of the round's bundle")
+    parser.add_argument("--policy-steps", type=int, default=PolicyTrainConfig.steps)
+    parser.add_argument("--value-steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--critic", choices=CRITICS, default=NetConfig.critic,
+                        help="value network trained by the pretrain stage ('tql': TQL's transformer critic with "
+                             "attention-entropy control); rounds keep the pretrained one's")
+    parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every,
+                        help="steps between saved training states; rerunning a killed command resumes from them")
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads,
+                        help="torch threads on this machine (shared by its torchrun ranks); 1 on a busy machine")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = {"checkpoint_every": args.checkpoint_every, "threads": args.threads}
+    cfg = CycleConfig(model_id=args.model_id, beta=args.beta,
+                      value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
+                      policy=PolicyTrainConfig(steps=args.policy_steps, **common))
+    try:
+        if args.stage == "pretrain":
+            result = pretrain(args.store, args.work, cfg)
+        else:
+            result = improve(args.store, args.work, result_path(args.work, 0), cfg, args.round)
+        if world().is_main:
+            print(json.dumps(result.to_json(), indent=1))
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    main()

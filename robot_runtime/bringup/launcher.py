@@ -1,0 +1,122 @@
+"""Start a node graph as separate processes where `ros2 launch` is not available.
+
+Reads the same node list as launch/*.launch.py (robot_runtime.bringup.graph), gives each
+node the graph's parameter YAML plus per-node overrides, and owns the processes:
+logs go to one file per node, and `stop()` shuts them down with SIGTERM (then
+SIGKILL). Usage: `robot-runtime-launch sim --set sim_robot.env_name=pick-place-v3`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from robot_runtime.bringup.graph import GRAPHS, PACKAGE, config_dir
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM this node if the launcher dies, so a killed
+    launcher never leaves nodes running (and driving a robot) on their own."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class GraphProcesses:
+    def __init__(self, graph: str = "sim", overrides: dict[str, dict] | None = None,
+                 log_dir: str | os.PathLike | None = None, params_file: str | os.PathLike | None = None,
+                 env: dict | None = None, only: list[str] | None = None):
+        make_graph, config_file = GRAPHS[graph]
+        self.specs = [s for s in make_graph() if only is None or s.name in only]
+        self.params_file = Path(params_file) if params_file else config_dir() / config_file
+        self.overrides = overrides or {}
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"{graph}-graph-"))
+        self.env = {**os.environ, **(env or {})}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def command(self, spec, overrides_file: Path) -> list[str]:
+        return [sys.executable, "-m", f"{PACKAGE}.nodes.{spec.executable}", "--ros-args",
+                "-r", f"__node:={spec.name}", "--params-file", str(self.params_file),
+                "--params-file", str(overrides_file)]
+
+    def start(self) -> "GraphProcesses":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:
+            params = {**spec.parameters, **self.overrides.get(spec.name, {})}
+            overrides_file = self.log_dir / f"{spec.name}.params.yaml"
+            overrides_file.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
+            log = open(self.log_dir / f"{spec.name}.log", "w")
+            self.processes[spec.name] = subprocess.Popen(
+                self.command(spec, overrides_file), stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                preexec_fn=_stop_with_parent)
+        return self
+
+    def check(self) -> None:
+        """Raise if a node has exited, quoting the end of its log."""
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text()[-2000:]
+                raise RuntimeError(f"node {name} exited with code {proc.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 10.0) -> dict[str, int]:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {name: proc.returncode for name, proc in self.processes.items()}
+
+    def __enter__(self) -> "GraphProcesses":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """['node.param=value', ...] -> {node: {param: value}}, values parsed as YAML."""
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"override '{item}' is not node.param=value")
+        overrides.setdefault(node, {})[param] = yaml.safe_load(value)
+    return overrides
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("graph", choices=sorted(GRAPHS))
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    parser.add_argument("--params-file", help="parameter YAML (default: config/<graph>.yaml)")
+    parser.add_argument("--log-dir")
+    args = parser.parse_args(argv)
+    graph = GraphProcesses(args.graph, parse_overrides(args.set), args.log_dir, args.params_file).start()
+    print(f"started {', '.join(graph.processes)}; logs in {graph.log_dir}; Ctrl-C stops")
+    try:
+        while True:
+            graph.check()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        graph.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Step assembly: states, frames and commands joined by stamp into the episode's rows."""
+import numpy as np
+import pytest
+
+from robot_runtime.capture.assembler import StepAssembler
+from robot_runtime.episode import EpisodeLayout
+from robot_runtime.teleop.arbiter import HOLD, OPERATOR, POLICY
+
+LAYOUT = EpisodeLayout(cameras={"cam": (4, 4)}, state_names=("s",), action_names=("a",))
+IMG = np.zeros((4, 4, 3), np.uint8)
+
+
+def observe(asm, stamp, with_image=True):
+    asm.add_state(stamp, np.array([stamp], np.float32))
+    if with_image:
+        asm.add_image("cam", stamp, IMG)
+
+
+def test_assembler_joins_by_stamp_and_waits_one_step():
+    asm = StepAssembler(LAYOUT)
+    observe(asm, 100)
+    asm.add_policy_command(100, np.array([0.5], np.float32))
+    asm.add_command(100, np.array([1.0], np.float32), POLICY)
+    assert asm.ready() == []  # could still be overridden until a newer command arrives
+    asm.add_command(100, np.array([2.0], np.float32), OPERATOR)  # the operator took this step over
+    observe(asm, 200)
+    asm.add_command(200, np.array([3.0], np.float32), HOLD)
+    [step] = asm.ready()
+    assert step.timestamp == pytest.approx(100e-9) and step.action[0] == 2.0 and step.intervention
+    assert not step.held
+    assert step.policy_action[0] == 0.5
+    observe(asm, 300)  # the final observation: never commanded, and it may be the next episode's first
+    [last] = asm.ready(final=True)
+    assert last.policy_action is None and last.state[0] == 200 and last.held and not last.intervention
+    assert asm.counts.steps == 2
+    asm.restart(250)  # the next episode began at 250: its first observation is still there
+    asm.add_command(300, np.array([1.0], np.float32), POLICY)
+    [first] = asm.ready(final=True)
+    assert first.state[0] == 300
+
+
+def test_assembler_counts_commands_without_complete_observation():
+    asm = StepAssembler(LAYOUT)
+    observe(asm, 100, with_image=False)
+    asm.add_command(100, np.array([1.0], np.float32), POLICY)
+    observe(asm, 200)
+    asm.add_command(200, np.array([1.0], np.float32), POLICY)
+    assert [s.timestamp for s in asm.ready(final=True)] == [pytest.approx(200e-9)]
+    assert asm.counts.incomplete_steps == 1
+    asm.add_state(150, np.array([0.0], np.float32))  # late message for a finished stamp is ignored
+    assert asm.ready(final=True) == []

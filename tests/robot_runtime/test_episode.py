@@ -1,0 +1,141 @@
+"""Contract 1: episodes read back exactly as written, and only once committed."""
+import json
+
+import numpy as np
+import pytest
+
+from robot_runtime.episode import (COMMIT_MARKER, SCHEMA_VERSION, EpisodeError, EpisodeLayout, EpisodeMetadata,
+                                   EpisodeStore, Step)
+from robot_runtime.capture.recording import AsyncRecorder
+
+LAYOUT = EpisodeLayout(cameras={"front": (24, 32)}, state_names=("a", "b", "c"), action_names=("x", "y"))
+
+
+def make_steps(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Step(timestamp=1000.0 + 0.05 * i,
+                 images={"front": rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)},
+                 state=rng.normal(size=3).astype(np.float32), action=rng.normal(size=2).astype(np.float32),
+                 policy_action=None if i % 3 == 0 else rng.normal(size=2).astype(np.float32),
+                 intervention=bool(i % 4 == 0)) for i in range(n)]
+
+
+def meta():
+    return EpisodeMetadata(task="push the puck", robot_id="r1", control_rate_hz=20.0, policy_version="m@1")
+
+
+def test_round_trip_across_chunk_boundaries(tmp_path):
+    store = EpisodeStore(tmp_path)
+    steps = make_steps(123)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    for s in steps:
+        writer.append(s)
+    assert store.episode_ids() == []  # nothing visible before commit
+    writer.commit("success", "success", {"held_steps": 2})
+    [ep] = store.episodes()
+    assert ep.steps == 123 and ep.outcome == "success" and ep.task == "push the puck"
+    assert ep.meta["schema_version"] == SCHEMA_VERSION and ep.meta["extra"]["held_steps"] == 2
+    np.testing.assert_array_equal(ep.images("front"), np.stack([s.images["front"] for s in steps]))
+    np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in steps]))
+    np.testing.assert_array_equal(ep.array("intervention"), [s.intervention for s in steps])
+    policy = ep.array("policy_action")
+    assert np.isnan(policy[0]).all() and np.isfinite(policy[1]).all()
+    assert np.all(np.diff(ep.array("timestamp")) > 0)
+    assert ep.array("action").dtype == np.float32
+
+
+def test_bad_steps_are_rejected_with_the_array_named(tmp_path):
+    writer = EpisodeStore(tmp_path).writer(LAYOUT, meta())
+    good = make_steps(2)
+    writer.append(good[0])
+    with pytest.raises(EpisodeError, match="does not increase"):
+        writer.append(good[0])
+    bad = make_steps(2)[1]
+    bad.state = np.zeros(4, np.float32)
+    with pytest.raises(EpisodeError, match="'state' has shape"):
+        writer.append(bad)
+    bad = make_steps(2)[1]
+    bad.images = {}
+    with pytest.raises(EpisodeError, match="front"):
+        writer.append(bad)
+
+
+def test_interrupted_episode_is_invisible_then_salvaged_as_truncated(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    steps = make_steps(60)
+    for s in steps:
+        writer.append(s)  # 50 in chunk files, 10 buffered: the writer dies here
+    assert store.episode_ids() == []
+    recovery = store.recover()
+    assert recovery.salvaged == {writer.metadata.episode_id: 50}
+    [ep] = store.episodes()
+    assert ep.steps == 50 and ep.meta["truncated"] and ep.outcome == "unlabeled"
+    np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in steps[:50]]))
+
+
+def test_interrupted_episode_without_a_whole_chunk_is_quarantined(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    for s in make_steps(20):
+        writer.append(s)
+    assert store.recover().quarantined == {writer.metadata.episode_id: "no complete chunk on disk"}
+    assert (store.quarantine_dir / writer.metadata.episode_id).is_dir() and store.episode_ids() == []
+
+
+def test_reader_refuses_inconsistent_episode(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta())
+    for s in make_steps(5):
+        writer.append(s)
+    path = writer.commit("failure")
+    marker = json.loads((path / COMMIT_MARKER).read_text())
+    marker["steps"] = 6
+    (path / COMMIT_MARKER).write_text(json.dumps(marker))
+    with pytest.raises(EpisodeError, match="commit.json and the layout say"):
+        store.open(path.name)
+    (path / COMMIT_MARKER).write_text("{broken")
+    with pytest.raises(EpisodeError, match="not valid JSON"):
+        store.open(path.name)
+
+
+def test_outcome_must_be_known(tmp_path):
+    writer = EpisodeStore(tmp_path).writer(LAYOUT, meta())
+    writer.append(make_steps(1)[0])
+    with pytest.raises(EpisodeError, match="outcome"):
+        writer.commit("great")
+
+
+def test_async_recorder_commits_and_counts_rejected_steps(tmp_path):
+    store = EpisodeStore(tmp_path)
+    recorder = AsyncRecorder(store)
+    recorder.begin(LAYOUT, meta())
+    steps = make_steps(70)
+    steps[10].action = np.zeros(5, np.float32)  # malformed: rejected, the episode goes on
+    for s in steps:
+        assert recorder.add(s)
+    recorder.end("success", "success")
+    recorder.flush()
+    recorder.close()
+    [ep] = store.episodes()
+    assert ep.steps == 69 and recorder.stats.rejected_steps == 1
+    assert ep.meta["extra"]["dropped_steps"] == 0
+
+
+def test_intervention_segments_and_operator_labels(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    steps = make_steps(12)
+    for i, s in enumerate(steps):
+        s.intervention = i in (2, 3, 4, 9)
+        writer.append(s)
+    path = writer.commit("unlabeled")
+    ep = store.open(path.name)
+    assert ep.meta["intervention_segments"] == [[2, 5], [9, 10]] and ep.outcome == "unlabeled"
+    store.label(path.name, "failure", progress=3, note="puck slid off the table", operator="ana")
+    ep = store.open(path.name)
+    assert ep.outcome == "failure" and ep.meta["progress"] == 3 and ep.meta["labeled_by"] == "ana"
+    with pytest.raises(EpisodeError, match="1-5"):
+        store.label(path.name, "success", progress=7)
+    with pytest.raises(EpisodeError, match="no committed episode"):
+        store.label("nope", "success")
