@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robot_runtime.episode import EpisodeStore
+from robot_runtime.files import write_json_atomic, write_text_atomic
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
 
@@ -124,8 +125,8 @@ class Demo:
             "episodes": str(self.store_path),
             "work": str(self.work),
         }
-        (cfg.out / "summary.json").write_text(json.dumps(report, indent=1))
-        (cfg.out / "summary.md").write_text(render(report))
+        write_json_atomic(cfg.out / "summary.json", report)
+        write_text_atomic(cfg.out / "summary.md", render(report))
         return report
 
 

@@ -17,13 +17,14 @@ Output: `actions` float32 [B,chunk,A].
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from robot_runtime.files import fsync_path, fsync_tree, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -156,14 +157,6 @@ class Manifest:
         return {"actions": (["B", self.chunk_length, len(self.action_names)], "float")}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Bundle:
     path: Path
@@ -245,8 +238,8 @@ def load_bundle(path: str | Path) -> Bundle:
 def write_bundle(path: str | Path, manifest: Manifest, files: dict[str, Path]) -> Bundle:
     """Copy `files` (name -> source path) into a new bundle directory with their sha256.
 
-    Written into a temporary sibling and renamed, so a half-written bundle is never
-    mistaken for a whole one.
+    Written into a temporary sibling, flushed to disk and renamed, so a half-written
+    bundle is never mistaken for a whole one, even after a power cut.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
@@ -258,7 +251,9 @@ def write_bundle(path: str | Path, manifest: Manifest, files: dict[str, Path]) -
         manifest.files[name] = sha256_file(tmp / name)
     manifest.validate(tmp / MANIFEST)
     (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1))
+    fsync_tree(tmp)
     if path.exists():
         raise BundleError(path, "already exists; bundles are immutable, use a new version")
     tmp.rename(path)
+    fsync_path(path.parent)
     return load_bundle(path)

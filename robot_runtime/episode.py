@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_tree, write_json_atomic
+
 SCHEMA_VERSION = 1
 COMMIT_MARKER = "commit.json"
 PROGRESS = "progress.json"  # rows safely in chunk files so far; lets a crashed episode be salvaged
@@ -105,36 +107,18 @@ class EpisodeMetadata:
     extra: dict = field(default_factory=dict)
 
 
+def checked_episode_id(episode_id: object) -> str:
+    """`episode_id` if it may name an episode's directory; EpisodeError otherwise (it came from outside)."""
+    try:
+        return check_name(episode_id, "episode id")
+    except UnsafeNameError as err:
+        raise EpisodeError(str(err)) from None
+
+
 def new_episode_id(robot_id: str) -> str:
     """Sortable by start time, unique across a fleet: <robot>-<UTC time>-<random>."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     return f"{robot_id}-{stamp}-{secrets.token_hex(3)}"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write, flush and fsync a temporary file, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
 
 
 class EpisodeWriter:
@@ -156,7 +140,7 @@ class EpisodeWriter:
             metadata.episode_id = new_episode_id(metadata.robot_id)
         if not metadata.start_time:
             metadata.start_time = time.time()
-        self.path = store.staging_dir / metadata.episode_id
+        self.path = store.staging_dir / checked_episode_id(metadata.episode_id)
         self._store = store
         self._chunk = chunk_steps
         self._spec = layout.arrays()
@@ -241,9 +225,7 @@ class EpisodeWriter:
         self._fill = 0
         # Atomic replace after the chunk files are written: a killed writer leaves a count
         # that never exceeds what is on disk.
-        tmp = self.path / f".{PROGRESS}.tmp"
-        tmp.write_text(json.dumps({"rows": self.steps}))
-        os.replace(tmp, self.path / PROGRESS)
+        write_json_atomic(self.path / PROGRESS, {"rows": self.steps}, indent=None)
 
     def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> Path:
         """Make the episode visible to readers. Returns its committed path. `truncated`: it was cut
@@ -257,7 +239,7 @@ class EpisodeWriter:
         self.metadata.end_time = time.time()
         self.metadata.extra.update(extra or {})
         self._group.attrs.update(self._attributes())
-        _fsync_tree(self.path)
+        fsync_tree(self.path)
         write_json_atomic(self.path / COMMIT_MARKER, {
             "schema_version": SCHEMA_VERSION,
             "episode_id": self.metadata.episode_id,
@@ -266,8 +248,8 @@ class EpisodeWriter:
         })
         final = self._store.episodes_dir / self.metadata.episode_id
         os.rename(self.path, final)
-        _fsync_path(self._store.episodes_dir)
-        _fsync_path(self._store.staging_dir)
+        fsync_path(self._store.episodes_dir)
+        fsync_path(self._store.staging_dir)
         self.path = final
         return final
 
@@ -353,7 +335,7 @@ class EpisodeStore:
         return sorted(p.name for p in self.episodes_dir.iterdir() if (p / COMMIT_MARKER).is_file())
 
     def open(self, episode_id: str) -> Episode:
-        return Episode(self.episodes_dir / episode_id)
+        return Episode(self.episodes_dir / checked_episode_id(episode_id))
 
     def episodes(self) -> list[Episode]:
         return [self.open(eid) for eid in self.episode_ids()]
@@ -365,7 +347,7 @@ class EpisodeStore:
         The recorded arrays and the commit marker are never rewritten; the label overrides
         `outcome` and adds `progress` (1-5), `note`, `labeled_by` and `labeled_at`.
         """
-        path = self.episodes_dir / episode_id
+        path = self.episodes_dir / checked_episode_id(episode_id)
         if not (path / COMMIT_MARKER).is_file():
             raise EpisodeError(f"{path}: no committed episode with this id")
         if outcome not in OUTCOMES:
@@ -408,7 +390,7 @@ class EpisodeStore:
                 os.rename(path, self.quarantine_dir / path.name)
                 recovery.quarantined[path.name] = reason
         for d in (self.episodes_dir, self.staging_dir, self.quarantine_dir):
-            _fsync_path(d)
+            fsync_path(d)
         return recovery
 
 
@@ -454,7 +436,7 @@ def _salvage(path: Path) -> int:
     attrs.update(outcome="unlabeled", truncated=True, end_time=time.time(),
                  end_reason=f"salvaged {rows} steps after the recorder stopped mid-episode")
     group.attrs.update(attrs)
-    _fsync_tree(path)
+    fsync_tree(path)
     write_json_atomic(path / COMMIT_MARKER, {"schema_version": SCHEMA_VERSION, "episode_id": path.name,
                                              "steps": rows, "committed_at": time.time()})
     return rows

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +58,9 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -
     The temporary file is removed if `write` fails.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
         fsync_path(tmp)

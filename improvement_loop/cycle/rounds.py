@@ -49,6 +49,7 @@ from robot_runtime.improvement_loop.models.export import ExportConfig, export_bu
 from robot_runtime.improvement_loop.recap import normalized_returns
 from robot_runtime.improvement_loop.data.text import TextEmbedder
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig, input_spec, predict_values, train_policy, train_value
+from robot_runtime.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,7 @@ class CycleResult:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CycleResult":

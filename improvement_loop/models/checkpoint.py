@@ -20,6 +20,7 @@ from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.models.policy import VLAPolicy
 
 from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
+from robot_runtime.files import replace_atomically
 
 # kind -> (what it is, how to build a fresh one from spec and config); a value network's
 # NetConfig.critic picks the critic, so a TQL V_pre comes back as a TQL critic.
@@ -33,10 +34,8 @@ def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | DistributionalVa
     metadata = {"kind": kind, "spec": json.dumps(asdict(model.spec)), "net": json.dumps(asdict(model.cfg)),
                 "info": json.dumps(info)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({name: t.detach().contiguous() for name, t in model.state_dict().items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    weights = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    return replace_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> tuple[VLAPolicy | DistributionalValue, dict]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from robot_runtime.files import replace_atomically
 
 
 class StaleStateError(ValueError):
@@ -50,9 +51,7 @@ def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                 "scalars": json.dumps(progress.scalars), "optimizer_groups": json.dumps(optimizer["param_groups"]),
                 "schedule": json.dumps(schedule.state_dict())}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,

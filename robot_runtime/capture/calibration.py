@@ -29,6 +29,7 @@ from pathlib import Path
 from robot_runtime.resources import find_data_file
 
 import yaml
+from robot_runtime.files import write_text_atomic
 
 
 class CalibrationError(ValueError):
@@ -83,4 +84,4 @@ def load_calibration(path: str | Path) -> dict[str, CameraCalibration]:
 
 def write_calibration(path: Path, cameras: dict[str, CameraCalibration], comment: str = "") -> None:
     text = yaml.safe_dump({"cameras": {n: asdict(c) for n, c in cameras.items()}}, sort_keys=False)
-    path.write_text((f"# {comment}\n" if comment else "") + text)
+    write_text_atomic(path, (f"# {comment}\n" if comment else "") + text)

@@ -26,7 +26,7 @@ from types import ModuleType
 
 import numpy as np
 
-from robot_runtime.bundle import sha256_file
+from robot_runtime.files import sha256_file, write_bytes_atomic, write_json_atomic
 from robot_runtime.runtime.engines.base import EngineError
 
 _OR_ONNXRUNTIME = "or set the engine parameter to 'onnxruntime'"
@@ -129,20 +129,6 @@ class CacheEntryError(EngineError):
     """A cache entry exists but must not be used; it is rebuilt and replaced."""
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial one: temp file, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class EngineCache:
     """Serialized engines in one directory: `<key digest>.engine` and a `<key digest>.json` sidecar.
 
@@ -186,10 +172,10 @@ class EngineCache:
         engine_path, sidecar_path = self.paths(key)
         self.directory.mkdir(parents=True, exist_ok=True)
         sidecar_path.unlink(missing_ok=True)
-        _write_atomically(engine_path, blob)
+        write_bytes_atomic(engine_path, blob)
         sidecar = {"key": asdict(key), "engine_sha256": hashlib.sha256(blob).hexdigest(),
                    "engine_bytes": len(blob), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _write_atomically(sidecar_path, json.dumps(sidecar, indent=1).encode())
+        write_json_atomic(sidecar_path, sidecar)
         return engine_path
 
 

@@ -7,12 +7,13 @@ from safetensors import safe_open
 
 from robot_runtime.bundle import load_bundle
 from tiny_cycle import LAYOUT, SMALL, TASKS, config, scalars, write_episode
-from robot_runtime.episode import EpisodeStore
+from robot_runtime.episode import EpisodeLayout, EpisodeStore
 from robot_runtime.improvement_loop.cycle.advantage import episode_folds
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult, improve, pretrain, result_path
 from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.cycle.cli import main
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
+
 
 @pytest.fixture(scope="module")
 def rounds(tmp_path_factory):

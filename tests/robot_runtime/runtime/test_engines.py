@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from bundle_factory import make_reference_bundle
-from robot_runtime.bundle import sha256_file
+from robot_runtime.files import sha256_file
 from robot_runtime.runtime.engines.base import EngineError
 from robot_runtime.runtime.engines.factory import create_engine
 from robot_runtime.runtime.engines.onnxruntime_engine import OnnxRuntimeEngine, order_providers
