@@ -13,16 +13,6 @@ from robot_runtime.bringup.graph import GRAPHS
 from repo import ROOT
 
 
-def test_robot_half_never_imports_torch(tmp_path):
-    modules = sorted({f"robot_runtime.{p.stem}" for p in (ROOT / "robot_runtime").glob("*.py") if p.stem != "__init__"}
-                     | {f"robot_runtime.nodes.{p.stem}" for p in (ROOT / "nodes").glob("*.py")}
-                     | {"robot_runtime.sim.metaworld_robot", "robot_runtime.sim.operator"})
-    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
-           "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n" \
-           "assert not bad, bad\nprint(len(sys.modules))"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-
-
 def test_wheel_keeps_every_module_under_the_namespace(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
@@ -30,7 +20,10 @@ def test_wheel_keeps_every_module_under_the_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"robot_runtime"}
-    assert "robot_runtime/nodes/policy_node.py" in names and "robot_runtime/improvement_loop/__init__.py" in names
+    for folder, package in (("robot_runtime", "robot_runtime"), ("nodes", "robot_runtime/nodes"),
+                            ("improvement_loop", "robot_runtime/improvement_loop")):  # every room, every module
+        for source in (ROOT / folder).rglob("*.py"):
+            assert f"{package}/{source.relative_to(ROOT / folder).as_posix()}" in names
     data = [n for n in names if ".data/data/share/robot_runtime/" in n]
     assert any(n.endswith("launch/sim.launch.py") for n in data) and any(n.endswith("package.xml") for n in data)
     assert any(n.endswith("resource_index/packages/robot_runtime") for n in names)
