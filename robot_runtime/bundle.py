@@ -7,13 +7,11 @@ bounds, chunk length, control rate), the normalization applied around the graph,
 its advantage conditioning, and the sha256 of every file. `load_bundle` refuses
 anything that disagrees, naming the file and the problem.
 
-The ONNX graph works in normalized units. Inputs: `image_<camera>` uint8
-[B,H,W,3], `state` float32 [B,S], `task` int64 [B] (index into `tasks`),
-`noise` float32 [B,chunk,A], `beta` float32 [] when the policy is advantage
-conditioned, and, when `realtime_chunking` is set, `prefix` float32 [B,chunk,A]
-(the actions already committed for the chunk's first ticks, normalized) with
-`prefix_weights` float32 [B,chunk] (how firmly each must be kept; 0 = free).
-Output: `actions` float32 [B,chunk,A].
+The ONNX graph works in normalized units. Its signature is defined once, by
+`Manifest.graph_inputs()` and `graph_outputs()`: the exporter traces and
+parity-checks it, the runtime feeds it and `load_bundle` checks a graph against
+it, all by input name, so the conditioning mode and real-time chunking decide
+the inputs in one place.
 """
 from __future__ import annotations
 
@@ -30,6 +28,8 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 POLICY_FILE = "policy.onnx"
 CONDITIONING_MODES = ("none", "advantage")
+BATCH = "B"  # the batch axis in a GraphTensor shape; a graph may name its symbolic batch dim anything
+_NUMPY_TYPES = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
 
 
 class BundleError(Exception):
@@ -46,6 +46,22 @@ class Camera:
     name: str
     height: int
     width: int
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    """One input or output of the policy graph: its ONNX name, shape (BATCH for the batch
+    axis), ONNX element type, what it carries, and for an image the camera it comes from."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    elem: str
+    about: str
+    camera: str = ""
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_NUMPY_TYPES[self.elem])
 
 
 @dataclass
@@ -83,7 +99,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict, source: Path | str = MANIFEST) -> "Manifest":
+    def from_json(cls, data: dict, source: Path | str = MANIFEST) -> Manifest:
         if not isinstance(data, dict):
             raise BundleError(source, "top level must be a JSON object")
         version = data.get("schema_version")
@@ -140,21 +156,30 @@ class Manifest:
         if not np.all(np.isfinite(numbers)):
             raise BundleError(source, "normalization or action bounds contain NaN or inf")
 
-    def onnx_inputs(self) -> dict[str, tuple[list, str]]:
-        """Expected graph inputs: name -> (shape with 'B' for batch, ONNX element type)."""
-        inputs = {f"image_{c.name}": (["B", c.height, c.width, 3], "uint8") for c in self.cameras}
-        inputs["state"] = (["B", len(self.state_names)], "float")
-        inputs["task"] = (["B"], "int64")
-        inputs["noise"] = (["B", self.chunk_length, len(self.action_names)], "float")
+    def graph_inputs(self) -> tuple[GraphTensor, ...]:
+        """The policy graph's inputs, in the order the exporter traces them."""
+        chunk = (BATCH, self.chunk_length, len(self.action_names))
+        inputs = [GraphTensor(f"image_{c.name}", (BATCH, c.height, c.width, 3), "uint8", "rgb8 frame", c.name)
+                  for c in self.cameras]
+        inputs += [GraphTensor("state", (BATCH, len(self.state_names)), "float", "state, normalized"),
+                   GraphTensor("task", (BATCH,), "int64", "index into tasks"),
+                   GraphTensor("noise", chunk, "float", "flow-matching start point, drawn by the runtime")]
         if self.conditioning_mode == "advantage":
-            inputs["beta"] = ([], "float")
+            inputs.append(GraphTensor("beta", (), "float", "CFG weight of the advantage conditioning"))
         if self.realtime_chunking:
-            inputs["prefix"] = (["B", self.chunk_length, len(self.action_names)], "float")
-            inputs["prefix_weights"] = (["B", self.chunk_length], "float")
-        return inputs
+            inputs += [GraphTensor("prefix", chunk, "float", "actions already committed for the chunk's "
+                                                             "first ticks, normalized"),
+                       GraphTensor("prefix_weights", chunk[:2], "float", "how firmly to keep each "
+                                                                         "prefix action, 0 (free) to 1")]
+        return tuple(inputs)
 
-    def onnx_outputs(self) -> dict[str, tuple[list, str]]:
-        return {"actions": (["B", self.chunk_length, len(self.action_names)], "float")}
+    def graph_outputs(self) -> tuple[GraphTensor, ...]:
+        return (GraphTensor("actions", (BATCH, self.chunk_length, len(self.action_names)), "float",
+                            "the action chunk, normalized"),)
+
+    def onnx_inputs(self) -> dict[str, tuple[list, str]]:
+        """graph_inputs() as name -> (shape, ONNX element type), for callers that build plain feeds."""
+        return {t.name: (list(t.shape), t.elem) for t in self.graph_inputs()}
 
 
 @dataclass
@@ -187,23 +212,26 @@ def _check_onnx_signature(path: Path, manifest: Manifest) -> None:
             if v.name in initializers:
                 continue
             t = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else "B" for d in t.shape.dim]
+            dims = [d.dim_value if d.HasField("dim_value") else BATCH for d in t.shape.dim]
             sig[v.name] = (dims, elem_names.get(t.elem_type, str(t.elem_type)))
         return sig
 
-    for kind, actual, expected in (("input", signature(model.graph.input), manifest.onnx_inputs()),
-                                   ("output", signature(model.graph.output), manifest.onnx_outputs())):
+    for kind, actual, tensors in (("input", signature(model.graph.input), manifest.graph_inputs()),
+                                  ("output", signature(model.graph.output), manifest.graph_outputs())):
+        expected = {t.name: t for t in tensors}
         for name in sorted(set(expected) | set(actual)):
             if name not in actual:
-                raise BundleError(path, f"graph has no {kind} '{name}' that the manifest implies {expected[name]}")
+                want = expected[name]
+                raise BundleError(path, f"graph has no {kind} '{name}' ({want.about}) that the manifest implies "
+                                        f"{want.elem}{list(want.shape)}")
             if name not in expected:
                 raise BundleError(path, f"graph {kind} '{name}' is not described by the manifest")
-            (got_shape, got_type), (want_shape, want_type) = actual[name], expected[name]
+            (got_shape, got_type), want = actual[name], expected[name]
             # A symbolic batch dim may be named anything; fixed dims must match exactly.
-            got_fixed = [d if isinstance(d, int) and d > 0 else "B" for d in got_shape]
-            if got_type != want_type or got_fixed != want_shape:
+            got_fixed = tuple(d if isinstance(d, int) and d > 0 else BATCH for d in got_shape)
+            if got_type != want.elem or got_fixed != want.shape:
                 raise BundleError(path, f"{kind} '{name}' is {got_type}{got_shape}, "
-                                        f"the manifest implies {want_type}{want_shape}")
+                                        f"the manifest implies {want.elem}{list(want.shape)}")
 
 
 def load_bundle(path: str | Path) -> Bundle:
