@@ -40,12 +40,17 @@ class PolicyRunner:
         self._low = np.asarray(m.action_low, np.float32)
         self._high = np.asarray(m.action_high, np.float32)
         self._noise_shape = (1, m.chunk_length, len(m.action_names))
+        # Which inputs the graph takes comes from the manifest's signature, read once here, not per tick.
+        inputs = m.graph_inputs()
+        self._images = [(t.camera, t.name, t.shape[1:]) for t in inputs if t.camera]
+        names = {t.name for t in inputs}
+        self._takes_beta, self._takes_prefix = "beta" in names, "prefix" in names
         self.task_index: int | None = None
         self.inferences = 0
 
     @classmethod
     def load(cls, path, engine: str = "auto", threads: int = 1, beta: float | None = None, seed: int = 0,
-             warmup: bool = True, fp16: bool = False, cache_dir=None) -> "PolicyRunner":
+             warmup: bool = True, fp16: bool = False, cache_dir=None) -> PolicyRunner:
         """Validate the bundle (unless `path` is an already validated Bundle), build the engine and
         (by default) run it once so the first tick is fast."""
         bundle = path if isinstance(path, Bundle) else load_bundle(path)
@@ -106,17 +111,17 @@ class PolicyRunner:
             "task": np.array([self.task_index], np.int64),
             "noise": self._noise(),
         }
-        for cam in self.manifest.cameras:
-            image = images.get(cam.name)
+        for camera, name, shape in self._images:
+            image = images.get(camera)
             if image is None:
-                raise PolicyInputError(f"no image from camera '{cam.name}'")
-            if image.shape != (cam.height, cam.width, 3) or image.dtype != np.uint8:
-                raise PolicyInputError(f"camera '{cam.name}' image is {image.dtype}{image.shape}, "
-                                       f"bundle expects uint8({cam.height}, {cam.width}, 3)")
-            feeds[f"image_{cam.name}"] = image[None]
-        if self.manifest.conditioning_mode == "advantage":
+                raise PolicyInputError(f"no image from camera '{camera}'")
+            if image.shape != shape or image.dtype != np.uint8:
+                raise PolicyInputError(f"camera '{camera}' image is {image.dtype}{image.shape}, "
+                                       f"bundle expects uint8{shape}")
+            feeds[name] = image[None]
+        if self._takes_beta:
             feeds["beta"] = np.array(self.beta, np.float32)
-        if self.manifest.realtime_chunking:
+        if self._takes_prefix:
             feeds["prefix"], feeds["prefix_weights"] = self._prefix_feeds(prefix, prefix_weights)
         actions = self.engine.run(feeds)["actions"]
         if actions.shape != self._noise_shape:
