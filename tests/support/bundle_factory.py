@@ -2,8 +2,8 @@
 
 actions[b, k, :] = tanh(state[b] @ W + bias) for every chunk step k; the image,
 task, noise and beta inputs are consumed (times zero) so the graph's signature is
-exactly what the manifest implies. Lets robot-side tests run real ONNX Runtime
-without the workstation half.
+exactly what the manifest's `graph_inputs()` defines. Lets robot-side tests run
+real ONNX Runtime without the workstation half.
 """
 from __future__ import annotations
 
@@ -14,24 +14,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from robot_runtime.bundle import Camera, Manifest, Normalization, write_bundle
+from robot_runtime.bundle import Camera, GraphTensor, Manifest, Normalization, write_bundle
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruction_for
 
 
-def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chunk: int, advantage: bool,
-                    weights: np.ndarray, bias: np.ndarray, busy_matmuls: int = 0,
-                    nan_above: float | None = None, realtime_chunking: bool = False) -> onnx.ModelProto:
-    inputs = [helper.make_tensor_value_info(f"image_{c.name}", TensorProto.UINT8, ["B", c.height, c.width, 3])
-              for c in cameras]
-    inputs += [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["B", state_dim]),
-               helper.make_tensor_value_info("task", TensorProto.INT64, ["B"]),
-               helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["B", chunk, action_dim])]
-    if advantage:
-        inputs.append(helper.make_tensor_value_info("beta", TensorProto.FLOAT, []))
-    if realtime_chunking:
-        inputs += [helper.make_tensor_value_info("prefix", TensorProto.FLOAT, ["B", chunk, action_dim]),
-                   helper.make_tensor_value_info("prefix_weights", TensorProto.FLOAT, ["B", chunk])]
-    output = helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["B", chunk, action_dim])
+def value_info(t: GraphTensor) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(t.dtype), list(t.shape))
+
+
+def reference_graph(manifest: Manifest, weights: np.ndarray, bias: np.ndarray, busy_matmuls: int = 0,
+                    nan_above: float | None = None) -> onnx.ModelProto:
+    """The reference policy with exactly the inputs and output `manifest` defines."""
+    inputs = manifest.graph_inputs()
+    names = {t.name for t in inputs}
     init = [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.ravel()),
             helper.make_tensor("bias", TensorProto.FLOAT, bias.shape, bias),
             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
@@ -48,8 +43,8 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
              helper.make_node("Unsqueeze", ["task0", "axes12"], ["task3"]),
              helper.make_node("Add", ["acc0", "task3"], ["acc1"])]
     last = "acc1"
-    for i, cam in enumerate(cameras):
-        nodes += [helper.make_node("Cast", [f"image_{cam.name}"], [f"imf{i}"], to=TensorProto.FLOAT),
+    for i, image in enumerate(t.name for t in inputs if t.camera):
+        nodes += [helper.make_node("Cast", [image], [f"imf{i}"], to=TensorProto.FLOAT),
                   helper.make_node("ReduceMean", [f"imf{i}"], [f"imm{i}"], keepdims=0, axes=[1, 2, 3]),
                   helper.make_node("Mul", [f"imm{i}", "zero"], [f"im0{i}"]),
                   helper.make_node("Unsqueeze", [f"im0{i}", "axes12"], [f"im3{i}"]),
@@ -79,11 +74,11 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
                   helper.make_node("Unsqueeze", ["root0", "axes1"], ["root3"]),
                   helper.make_node("Add", [last, "root3"], ["acc_nan"])]
         last = "acc_nan"
-    if advantage:
+    if "beta" in names:
         nodes += [helper.make_node("Mul", ["beta", "zero"], ["beta0"]),
                   helper.make_node("Add", [last, "beta0"], ["acc_beta"])]
         last = "acc_beta"
-    if realtime_chunking:  # hard inpainting: actions = (1 - w) * plan + w * prefix
+    if "prefix" in names:  # hard inpainting: actions = (1 - w) * plan + w * prefix
         init.append(helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]))
         init.append(helper.make_tensor("axes2", TensorProto.INT64, [1], [2]))
         nodes += [helper.make_node("Unsqueeze", ["prefix_weights", "axes2"], ["w3"]),
@@ -93,7 +88,8 @@ def reference_graph(cameras: list[Camera], state_dim: int, action_dim: int, chun
                   helper.make_node("Add", ["planned", "committed"], ["acc_rtc"])]
         last = "acc_rtc"
     nodes.append(helper.make_node("Identity", [last], ["actions"]))
-    graph = helper.make_graph(nodes, "reference_policy", inputs, [output], init)
+    graph = helper.make_graph(nodes, "reference_policy", [value_info(t) for t in inputs],
+                              [value_info(t) for t in manifest.graph_outputs()], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -109,14 +105,13 @@ def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96
     s, a = len(state_names), len(action_names)
     weights = rng.normal(0, 0.3, (s, a)).astype(np.float32)
     bias = np.full(a, np.nan if nan else 0.0, np.float32)
-    model = reference_graph(cams, s, a, chunk_length, conditioning == "advantage", weights, bias, busy_matmuls,
-                            nan_above, realtime_chunking)
     manifest = Manifest(
         model_id="reference", version=version, cameras=cams, state_names=list(state_names),
         action_names=list(action_names), action_low=[-1.0] * a, action_high=[1.0] * a,
         chunk_length=chunk_length, control_rate_hz=control_rate_hz, tasks=list(tasks),
         normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
         conditioning_mode=conditioning, realtime_chunking=realtime_chunking)
+    model = reference_graph(manifest, weights, bias, busy_matmuls, nan_above)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "policy.onnx"
         onnx.save(model, onnx_path)
