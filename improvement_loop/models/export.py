@@ -7,9 +7,10 @@ TorchScript exporter (dynamo=False): the graph takes a variable number of camera
 inputs, which torch.export's dynamic-shape spec does not express from
 `dynamic_axes`, and the legacy path maps our plain ops one-to-one.
 
-Parity: the same random inputs go through torch and ONNX Runtime (CPU EP);
-the max abs difference of the output (normalized action units) is recorded in
-the manifest's `training` dict and the export fails above the tolerance.
+Parity: the same random inputs go through torch and ONNX Runtime (CPU EP), both
+fed by input name (positions could pair a tensor with the wrong input); the max
+abs difference of the output (normalized action units) is recorded in the
+manifest's `training` dict and the export fails above the tolerance.
 Measured ~1e-6 for the default network; the tolerance is 1e-4.
 """
 from __future__ import annotations
@@ -23,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_runtime.bundle import POLICY_FILE, Bundle, Manifest, write_bundle
-
+from robot_runtime.bundle import BATCH, POLICY_FILE, Bundle, Manifest, write_bundle
 from robot_runtime.improvement_loop.models.policy import PolicyGraph, VLAPolicy
 
 
@@ -40,19 +40,24 @@ class ExportConfig:
     seed: int = 0
 
 
-def graph_inputs(manifest: Manifest, batch: int, beta: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random inputs in the manifest's graph signature (also what the parity check feeds)."""
-    inputs = {f"image_{c.name}": rng.integers(0, 256, size=(batch, c.height, c.width, 3), dtype=np.uint8)
-              for c in manifest.cameras}
-    inputs["state"] = rng.standard_normal((batch, len(manifest.state_names))).astype(np.float32)
-    inputs["task"] = rng.integers(0, len(manifest.tasks), size=batch).astype(np.int64)
-    inputs["noise"] = rng.standard_normal((batch, manifest.chunk_length, len(manifest.action_names))).astype(np.float32)
-    if manifest.conditioning_mode == "advantage":
-        inputs["beta"] = np.array(beta, dtype=np.float32)
-    if manifest.realtime_chunking:
-        shape = (batch, manifest.chunk_length, len(manifest.action_names))
-        inputs["prefix"] = rng.standard_normal(shape).astype(np.float32)
-        inputs["prefix_weights"] = rng.uniform(0, 1, shape[:2]).astype(np.float32)
+def example_inputs(manifest: Manifest, batch: int, rng: np.random.Generator,
+                   beta: float | None = None) -> dict[str, np.ndarray]:
+    """Random inputs, by name, for every input of `manifest.graph_inputs()` (what export traces and
+    parity feeds): images 0..255, task indices into `tasks`, prefix weights in [0, 1], the scalar
+    beta (default `manifest.beta`), and normals for state, noise and prefix."""
+    inputs = {}
+    for t in manifest.graph_inputs():
+        shape = tuple(batch if d == BATCH else d for d in t.shape)
+        if t.camera:
+            inputs[t.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        elif t.name == "task":
+            inputs[t.name] = rng.integers(0, len(manifest.tasks), size=shape).astype(t.dtype)
+        elif t.name == "beta":
+            inputs[t.name] = np.full(shape, manifest.beta if beta is None else beta, t.dtype)
+        elif t.name == "prefix_weights":
+            inputs[t.name] = rng.uniform(0, 1, shape).astype(t.dtype)
+        else:
+            inputs[t.name] = rng.standard_normal(shape).astype(t.dtype)
     return inputs
 
 
@@ -61,7 +66,8 @@ def _check_matches(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray
     cameras = tuple((c.name, c.height, c.width) for c in manifest.cameras)
     problems = [
         (cameras != spec.cameras, f"cameras {cameras} vs the policy's {spec.cameras}"),
-        (len(manifest.state_names) != spec.state_dim, f"{len(manifest.state_names)} state names vs state_dim {spec.state_dim}"),
+        (len(manifest.state_names) != spec.state_dim,
+         f"{len(manifest.state_names)} state names vs state_dim {spec.state_dim}"),
         (len(manifest.action_names) != spec.action_dim,
          f"{len(manifest.action_names)} action names vs action_dim {spec.action_dim}"),
         (manifest.chunk_length != spec.chunk_length, f"chunk_length {manifest.chunk_length} vs {spec.chunk_length}"),
@@ -72,32 +78,31 @@ def _check_matches(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray
             raise ExportError(f"manifest '{manifest.model_id}@{manifest.version}' does not fit the policy: {problem}")
 
 
-def export_onnx(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray, path: Path, cfg: ExportConfig) -> PolicyGraph:
-    """Trace the policy graph of `manifest.conditioning_mode` into `path`; returns the traced module."""
-    graph = PolicyGraph(policy, torch.as_tensor(task_table), manifest.conditioning_mode,
-                        manifest.denoising_steps, manifest.realtime_chunking).eval()
-    names = list(manifest.onnx_inputs())
-    example = graph_inputs(manifest, 2, manifest.beta, np.random.default_rng(cfg.seed))
-    dynamic = {name: {0: "batch"} for name in names if name != "beta"}
-    dynamic["actions"] = {0: "batch"}
+def export_onnx(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray, path: Path,
+                cfg: ExportConfig) -> PolicyGraph:
+    """Trace the policy graph that `manifest` describes into `path`; returns the traced module."""
+    graph = PolicyGraph(policy, torch.as_tensor(task_table), manifest).eval()
+    example = example_inputs(manifest, 2, np.random.default_rng(cfg.seed))
+    tensors = manifest.graph_inputs() + manifest.graph_outputs()
+    dynamic = {t.name: {0: "batch"} for t in tensors if t.shape[:1] == (BATCH,)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)   # the legacy exporter, chosen on purpose (see above)
-        torch.onnx.export(graph, tuple(torch.from_numpy(example[n]) for n in names), str(path), dynamo=False,
-                          opset_version=cfg.opset, input_names=names, output_names=["actions"], dynamic_axes=dynamic)
+        torch.onnx.export(graph, tuple(torch.from_numpy(example[n]) for n in graph.input_names), str(path),
+                          dynamo=False, opset_version=cfg.opset, input_names=list(graph.input_names),
+                          output_names=[t.name for t in manifest.graph_outputs()], dynamic_axes=dynamic)
     return graph
 
 
-def parity_error(graph: PolicyGraph, path: Path, manifest: Manifest, cfg: ExportConfig) -> float:
-    """Max abs difference between torch and ONNX Runtime (CPU EP) on the same random inputs."""
+def parity_error(graph: PolicyGraph, path: Path, inputs: dict[str, np.ndarray]) -> float:
+    """Max abs difference between torch and ONNX Runtime (CPU EP), both fed `inputs` by name."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inputs = graph_inputs(manifest, cfg.parity_batch, manifest.beta, np.random.default_rng(cfg.seed + 1))
     with torch.no_grad():
-        expected = graph(*(torch.from_numpy(v) for v in inputs.values())).numpy()
-    (actual,) = session.run(["actions"], inputs)
+        expected = graph.act({name: torch.from_numpy(value) for name, value in inputs.items()}).numpy()
+    (actual,) = session.run(None, inputs)
     return float(np.abs(expected - actual).max())
 
 
@@ -115,7 +120,8 @@ def export_bundle(policy: VLAPolicy, task_table: np.ndarray, manifest: Manifest,
     with tempfile.TemporaryDirectory(prefix="policy-export-") as tmp:
         onnx_path = Path(tmp) / POLICY_FILE
         graph = export_onnx(policy, manifest, task_table, onnx_path, cfg)
-        error = parity_error(graph, onnx_path, manifest, cfg)
+        error = parity_error(graph, onnx_path, example_inputs(manifest, cfg.parity_batch,
+                                                              np.random.default_rng(cfg.seed + 1)))
         if not error <= cfg.parity_tolerance:
             raise ExportError(f"{onnx_path.name} of '{manifest.model_id}@{manifest.version}': ONNX Runtime differs "
                               f"from torch by {error:.3g} (> tolerance {cfg.parity_tolerance:g} normalized units)")

@@ -6,9 +6,12 @@ dx/dt = v with K Euler steps from x_0 = noise at t = 0 to x_1 at t = 1.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
+from robot_runtime.bundle import Manifest
 from robot_runtime.improvement_loop.models.layers import Block, ContextEncoder, InputSpec, NetConfig, time_features
 from robot_runtime.improvement_loop.recap import NULL, POSITIVE
 
@@ -30,7 +33,8 @@ class VLAPolicy(nn.Module):
         self.head = nn.ModuleList(Block(d, cfg.heads, cross=True) for _ in range(cfg.head_layers))
         self.action_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.action_dim))
 
-    def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+    def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+                 indicator: torch.Tensor) -> torch.Tensor:
         """Predicted velocity [B, chunk, A] at noisy chunk x, flow time t [B], indicator [B] (0/1/2)."""
         time = self.time_mlp(time_features(t, self.cfg.d_model))
         actions = self.action_in(x) + self.action_position + time[:, None, :]
@@ -97,27 +101,30 @@ class VLAPolicy(nn.Module):
 
 
 class PolicyGraph(nn.Module):
-    """The ONNX signature of the bundle around a VLAPolicy (see robot_runtime.bundle).
+    """The bundle's ONNX graph around a VLAPolicy, with the signature the manifest defines.
 
-    forward(image_<camera>..., state, task, noise[, beta][, prefix, prefix_weights]) -> actions,
-    with the task table baked in as a constant and the K-step denoising loop unrolled.
+    forward(*inputs) takes the inputs positionally in `manifest.graph_inputs()` order (what
+    torch.onnx.export traces); act(feeds) takes them by name, as ONNX Runtime does, so a parity
+    check cannot pair the wrong tensors. Whether `beta` (advantage conditioning) and `prefix`,
+    `prefix_weights` (real-time chunking) are inputs is the manifest's decision alone. The task
+    table is baked in as a constant and the K-step denoising loop is unrolled.
     """
 
-    def __init__(self, policy: VLAPolicy, task_table: torch.Tensor, conditioning_mode: str, steps: int,
-                 realtime_chunking: bool = False):
+    def __init__(self, policy: VLAPolicy, task_table: torch.Tensor, manifest: Manifest):
         super().__init__()
-        if conditioning_mode not in ("none", "advantage"):
-            raise ValueError(f"conditioning_mode '{conditioning_mode}' must be 'none' or 'advantage'")
         self.policy = policy
         self.register_buffer("task_table", task_table.float())
-        self.advantage = conditioning_mode == "advantage"
-        self.steps = steps
-        self.realtime_chunking = realtime_chunking
+        self.steps = manifest.denoising_steps
+        inputs = manifest.graph_inputs()
+        self.input_names = tuple(t.name for t in inputs)
+        self.image_names = tuple(t.name for t in inputs if t.camera)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        cameras = len(self.policy.spec.cameras)
-        images, (state, task, noise) = list(inputs[:cameras]), inputs[cameras:cameras + 3]
-        rest = list(inputs[cameras + 3:])
-        beta = rest.pop(0) if self.advantage else None
-        prefix, weights = rest if self.realtime_chunking else (None, None)
-        return self.policy.sample(images, state, self.task_table[task], noise, self.steps, beta, prefix, weights)
+        return self.act(dict(zip(self.input_names, inputs, strict=True)))
+
+    def act(self, feeds: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Actions [B, chunk, A] from the graph inputs by name; names the manifest does not list are ignored."""
+        feeds = {name: feeds[name] for name in self.input_names}
+        return self.policy.sample([feeds[name] for name in self.image_names], feeds["state"],
+                                  self.task_table[feeds["task"]], feeds["noise"], self.steps, feeds.get("beta"),
+                                  feeds.get("prefix"), feeds.get("prefix_weights"))

@@ -5,9 +5,15 @@ import pytest
 import torch
 
 from robot_runtime.bundle import Camera, Manifest, Normalization, load_bundle
-from robot_runtime.improvement_loop.models.export import ExportConfig, ExportError, export_bundle, graph_inputs
+from robot_runtime.improvement_loop.models.export import (
+    ExportConfig,
+    ExportError,
+    example_inputs,
+    export_bundle,
+    parity_error,
+)
 from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
-from robot_runtime.improvement_loop.models.policy import VLAPolicy
+from robot_runtime.improvement_loop.models.policy import PolicyGraph, VLAPolicy
 from robot_runtime.improvement_loop.recap import NULL, POSITIVE
 
 SMALL = NetConfig(d_model=32, heads=2, trunk_layers=1, head_layers=1, cnn_channels=(8, 16))
@@ -57,7 +63,7 @@ def test_export_parity_and_bundle_loads(tmp_path, cameras, mode, beta):
     error = loaded.manifest.training["parity_max_abs_error"]
     assert 0 <= error <= 1e-4 == loaded.manifest.training["parity_tolerance"]
     # Independently of the exporter's own check: a new batch size, ORT vs a sampler written out here.
-    inputs = graph_inputs(manifest, 5, beta, np.random.default_rng(7))
+    inputs = example_inputs(manifest, 5, np.random.default_rng(7))
     actions = run(bundle, inputs)
     assert actions.shape == (5, 4, 3)
     if mode == "none":
@@ -70,7 +76,7 @@ def test_cfg_beta_is_a_live_input(tmp_path):
     """beta = 0 gives the unconditional policy, beta = 1 the positive one, beta = 2 extrapolates."""
     policy, manifest, table = make(CAMERAS["two"], "advantage", 1.5)
     bundle = export_bundle(policy, table, manifest, tmp_path / "bundle")
-    inputs = graph_inputs(manifest, 2, 0.0, np.random.default_rng(3))
+    inputs = example_inputs(manifest, 2, np.random.default_rng(3), beta=0.0)
     null, positive = euler(policy, table, inputs, NULL), euler(policy, table, inputs, POSITIVE)
     np.testing.assert_allclose(run(bundle, {**inputs, "beta": np.array(0.0, np.float32)}), null, atol=1e-4)
     np.testing.assert_allclose(run(bundle, {**inputs, "beta": np.array(1.0, np.float32)}), positive, atol=1e-4)
@@ -102,7 +108,7 @@ def test_realtime_chunking_inpaints_the_committed_prefix(tmp_path):
     manifest.realtime_chunking = True
     bundle = export_bundle(policy, table, manifest, tmp_path / "bundle")
     assert bundle.manifest.training["parity_max_abs_error"] <= 1e-4  # parity includes the prefix inputs
-    inputs = graph_inputs(manifest, 3, 1.0, np.random.default_rng(5))
+    inputs = example_inputs(manifest, 3, np.random.default_rng(5))
     free = run(bundle, {**inputs, "prefix_weights": np.zeros((3, 4), np.float32)})
     np.testing.assert_allclose(free, euler(policy, table, inputs, POSITIVE), atol=1e-4)  # no weight, no effect
     weights = np.zeros((3, 4), np.float32)
@@ -112,3 +118,23 @@ def test_realtime_chunking_inpaints_the_committed_prefix(tmp_path):
     before = np.abs(free[:, :2] - prefix[:, :2]).mean()
     after = np.abs(guided[:, :2] - prefix[:, :2]).mean()
     assert after < 0.2 * before, (before, after)  # the committed ticks are kept
+
+
+def test_parity_pairs_torch_and_onnx_runtime_inputs_by_name(tmp_path):
+    """Both sides read inputs by name: reordering the mapping changes nothing, while handing torch
+    one input's tensor under another's name (noise and prefix have the same shape) is caught."""
+    policy, manifest, table = make(CAMERAS["two"], "advantage", 1.5)
+    manifest.realtime_chunking = True
+    bundle = export_bundle(policy, table, manifest, tmp_path / "bundle")
+    graph = PolicyGraph(policy, torch.as_tensor(table), manifest).eval()
+    inputs = example_inputs(manifest, 3, np.random.default_rng(11))
+    reordered = dict(reversed(inputs.items()))
+    assert list(reordered) != list(graph.input_names)
+    assert parity_error(graph, bundle.policy_path, reordered) <= 1e-4
+    with torch.no_grad():
+        by_name = graph.act({k: torch.from_numpy(v) for k, v in inputs.items()})
+        by_position = graph(*(torch.from_numpy(inputs[name]) for name in graph.input_names))
+        swapped = graph.act({**{k: torch.from_numpy(v) for k, v in inputs.items()},
+                             "noise": torch.from_numpy(inputs["prefix"]), "prefix": torch.from_numpy(inputs["noise"])})
+    torch.testing.assert_close(by_position, by_name, rtol=0, atol=0)
+    assert np.abs(swapped.numpy() - run(bundle, inputs)).max() > 100 * ExportConfig().parity_tolerance
