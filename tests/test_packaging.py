@@ -1,5 +1,6 @@
 """Packaging: namespaced imports, registered node executables, launch files that match the graph."""
 import ast
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -33,14 +34,44 @@ def test_wheel_keeps_every_module_under_the_namespace(tmp_path):
             assert f"{spec.executable} = robot_runtime.nodes.{spec.executable}:main" in entry_points
 
 
+# Python modules the robot half imports -> rosdep key; ROS packages (rclpy, *_msgs, ...) are their own key.
+PYTHON_ROSDEP = {"numpy": "python3-numpy", "yaml": "python3-yaml", "cv2": "python3-opencv"}
+PIP_ONLY = {"zarr", "numcodecs", "onnx", "onnxruntime", "mcap", "mujoco", "metaworld", "tensorrt", "cuda"}
+ROS_PACKAGE = re.compile(r"^(rclpy|rcl_interfaces|ament_index_python|rosidl_runtime_py|launch|launch_ros|\w+_(msgs|srvs))$")
+
+
+def robot_half_imports() -> set[str]:
+    """Top-level names of every module imported (anywhere) by the robot library, the nodes and the launch files."""
+    files = [*(ROOT / "robot_runtime").rglob("*.py"), *(ROOT / "nodes").rglob("*.py"), *(ROOT / "launch").glob("*.py")]
+    names = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
 def test_package_xml_is_format_3_ament_python():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "robot_runtime"
     assert root.find("export/build_type").text == "ament_python"
-    depends = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "launch_ros"} <= depends
     setup_cfg = (ROOT / "setup.cfg").read_text()
     assert "install_scripts=$base/lib/robot_runtime" in setup_cfg  # where `ros2 run` looks
+
+
+def test_package_xml_declares_what_the_robot_half_imports_and_nothing_else():
+    """rosdep installs exactly what the code needs: every imported ROS package and system Python module is an
+    exec_depend, every exec_depend is imported (or is the launch tooling), and the rest is pip-only by name."""
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
+    imports = robot_half_imports()
+    needed = {PYTHON_ROSDEP[n] for n in imports if n in PYTHON_ROSDEP} | {n for n in imports if ROS_PACKAGE.match(n)}
+    assert needed - declared == set(), "imported but not declared in package.xml"
+    assert declared - needed == set(), "declared in package.xml but not imported"
+    unknown = {n for n in imports - set(PYTHON_ROSDEP) - PIP_ONLY
+               if not ROS_PACKAGE.match(n) and n not in sys.stdlib_module_names and n != "robot_runtime"}
+    assert unknown == set(), "imported but neither in rosdep, nor pip-only, nor the standard library"
 
 
 @pytest.mark.parametrize("graph", sorted(GRAPHS))

@@ -63,18 +63,14 @@ class CameraCalibration:
             raise CalibrationError(f"{source}: camera '{name}': " + "; ".join(problems))
 
 
-def resolve(path: str | Path) -> Path:
-    """A path as given, or a file name found in the package's calibration/ directory."""
-    return find_data_file("calibration", path)
-
-
 def load_calibration(path: str | Path) -> dict[str, CameraCalibration]:
-    path = resolve(path)
+    """Read a calibration file: a path, or a file name in the package's calibration/ (source tree or install)."""
     try:
+        path = find_data_file("calibration", path)
         data = yaml.safe_load(path.read_text())
         cameras = {name: CameraCalibration(**entry) for name, entry in data["cameras"].items()}
-    except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such calibration file") from None
+    except FileNotFoundError as err:
+        raise CalibrationError(f"no such calibration file: {err}") from None
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         raise CalibrationError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from None
     for name, camera in cameras.items():
