@@ -69,9 +69,7 @@ def bench_engine(bundle_path: Path, seconds: float) -> dict:
 
     runner = PolicyRunner.load(bundle_path, "auto")
     runner.select_task(runner.manifest.tasks[0])
-    dtypes = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
-    feeds = {name: np.zeros([1 if d == "B" else d for d in shape], dtypes[kind])
-             for name, (shape, kind) in runner.manifest.onnx_inputs().items()}
+    feeds = {t.name: np.zeros(t.shape_for(1), t.dtype) for t in runner.manifest.graph_inputs()}
     feeds["beta"] = np.array(1.5, np.float32)
     times = []
     end = time.monotonic() + seconds

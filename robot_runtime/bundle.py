@@ -63,6 +63,10 @@ class GraphTensor:
     def dtype(self) -> np.dtype:
         return np.dtype(_NUMPY_TYPES[self.elem])
 
+    def shape_for(self, batch: int) -> tuple[int, ...]:
+        """The shape of a concrete tensor with `batch` rows."""
+        return tuple(batch if d == BATCH else d for d in self.shape)
+
 
 @dataclass
 class Normalization:
@@ -176,10 +180,6 @@ class Manifest:
     def graph_outputs(self) -> tuple[GraphTensor, ...]:
         return (GraphTensor("actions", (BATCH, self.chunk_length, len(self.action_names)), "float",
                             "the action chunk, normalized"),)
-
-    def onnx_inputs(self) -> dict[str, tuple[list, str]]:
-        """graph_inputs() as name -> (shape, ONNX element type), for callers that build plain feeds."""
-        return {t.name: (list(t.shape), t.elem) for t in self.graph_inputs()}
 
 
 @dataclass

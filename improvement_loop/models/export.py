@@ -47,7 +47,7 @@ def example_inputs(manifest: Manifest, batch: int, rng: np.random.Generator,
     beta (default `manifest.beta`), and normals for state, noise and prefix."""
     inputs = {}
     for t in manifest.graph_inputs():
-        shape = tuple(batch if d == BATCH else d for d in t.shape)
+        shape = t.shape_for(batch)
         if t.camera:
             inputs[t.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
         elif t.name == "task":

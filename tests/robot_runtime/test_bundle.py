@@ -130,7 +130,6 @@ def test_todays_manifest_round_trips_with_todays_graph_inputs():
     manifest = Manifest.from_json(json.loads(json.dumps(TODAYS_MANIFEST)))
     assert manifest.to_json() == TODAYS_MANIFEST
     assert [(t.name, list(t.shape), t.elem) for t in manifest.graph_inputs()] == TODAYS_INPUTS
-    assert manifest.onnx_inputs() == {name: (shape, elem) for name, shape, elem in TODAYS_INPUTS}
     plain = Manifest.from_json({**TODAYS_MANIFEST, "conditioning_mode": "none", "realtime_chunking": False})
     assert [t.name for t in plain.graph_inputs()] == [name for name, _, _ in TODAYS_INPUTS[:5]]
 

@@ -16,14 +16,21 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from bundle_factory import make_reference_bundle
 from robot_runtime.files import sha256_file
 from robot_runtime.runtime.engines.base import EngineError
 from robot_runtime.runtime.engines.factory import create_engine
 from robot_runtime.runtime.engines.onnxruntime_engine import OnnxRuntimeEngine, order_providers
+from robot_runtime.runtime.engines.tensorrt_engine import (
+    CacheEntryError,
+    EngineCache,
+    EngineKey,
+    TensorRTEngine,
+    default_cache_dir,
+    probe,
+)
 from robot_runtime.runtime.policy import PolicyRunner
-from robot_runtime.runtime.engines.tensorrt_engine import (CacheEntryError, EngineCache, EngineKey, TensorRTEngine,
-                                           default_cache_dir, probe)
+
+from bundle_factory import make_reference_bundle
 
 
 def _tensorrt_missing() -> str:
@@ -51,16 +58,14 @@ def bundle(tmp_path):
 
 def random_feeds(bundle, seed=0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    dtypes = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
     feeds = {}
-    for name, (shape, elem) in bundle.manifest.onnx_inputs().items():
-        shape = tuple(1 if d == "B" else d for d in shape)
-        if elem == "uint8":
-            feeds[name] = rng.integers(0, 256, shape, dtype=np.uint8)
-        elif elem == "int64":
-            feeds[name] = np.zeros(shape, np.int64)
+    for t in bundle.manifest.graph_inputs():
+        if t.elem == "uint8":
+            feeds[t.name] = rng.integers(0, 256, t.shape_for(1), dtype=np.uint8)
+        elif t.elem == "int64":
+            feeds[t.name] = np.zeros(t.shape_for(1), np.int64)
         else:
-            feeds[name] = rng.standard_normal(shape).astype(dtypes[elem])
+            feeds[t.name] = rng.standard_normal(t.shape_for(1)).astype(t.dtype)
     return feeds
 
 
