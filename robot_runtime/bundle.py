@@ -16,13 +16,14 @@ the inputs in one place.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.files import fsync_path, fsync_tree, sha256_file
+from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_tree, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -30,6 +31,25 @@ POLICY_FILE = "policy.onnx"
 CONDITIONING_MODES = ("none", "advantage")
 BATCH = "B"  # the batch axis in a GraphTensor shape; a graph may name its symbolic batch dim anything
 _NUMPY_TYPES = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
+
+
+@dataclass(frozen=True)
+class ManifestLimits:
+    """Upper bounds a robot accepts, checked before anything is allocated for a bundle: a manifest that
+    declares a 100000x100000 camera or a chunk of 10^9 actions is refused, not run out of memory."""
+
+    max_cameras: int = 16
+    max_image_side: int = 4096
+    max_names: int = 4096             # state entries, action names
+    max_tasks: int = 100_000
+    max_chunk_length: int = 4096
+    max_denoising_steps: int = 1000
+    max_control_rate_hz: float = 2000.0
+    max_input_bytes: int = 256 << 20  # one observation's graph inputs at batch 1
+    max_manifest_bytes: int = 16 << 20
+
+
+DEFAULT_LIMITS = ManifestLimits()
 
 
 class BundleError(Exception):
@@ -103,32 +123,30 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict, source: Path | str = MANIFEST) -> Manifest:
+    def from_json(cls, data: dict, source: Path | str = MANIFEST, limits: ManifestLimits = DEFAULT_LIMITS) -> Manifest:
+        """Parse and fully check a manifest's JSON: every field typed, named safely and within `limits`."""
         if not isinstance(data, dict):
             raise BundleError(source, "top level must be a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:
             raise BundleError(source, f"schema_version {version!r}; this runtime reads {SCHEMA_VERSION}")
         missing = [name for name, f in cls.__dataclass_fields__.items()
                    if name not in data and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise BundleError(source, f"missing field(s) {missing}")
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__), key=str)
         if unknown:
             raise BundleError(source, f"unknown field(s) {unknown}; written by a newer exporter?")
-        try:
-            fields = dict(data)
-            fields["cameras"] = [Camera(**c) for c in data["cameras"]]
-            fields["normalization"] = Normalization(**data["normalization"])
-            manifest = cls(**fields)
-        except TypeError as err:
-            raise BundleError(source, f"malformed field: {err}") from None
-        manifest.validate(source)
+        fields = {name: _typed(value, cls.__dataclass_fields__[name].type, name, source)
+                  for name, value in data.items()}
+        manifest = cls(**fields)
+        manifest.validate(source, limits)
         return manifest
 
-    def validate(self, source: Path | str = MANIFEST) -> None:
-        """Check internal consistency; raises BundleError naming the field."""
+    def validate(self, source: Path | str = MANIFEST, limits: ManifestLimits = DEFAULT_LIMITS) -> None:
+        """Check internal consistency and sizes; raises BundleError naming the field."""
         s, a = len(self.state_names), len(self.action_names)
+        _check_sizes(self, source, limits)
         checks = [
             (s > 0, "state_names is empty"),
             (a > 0, "action_names is empty"),
@@ -137,7 +155,11 @@ class Manifest:
              f"action_low/action_high need {a} entries (one per action name)"),
             (all(lo < hi for lo, hi in zip(self.action_low, self.action_high)), "action_low must be < action_high"),
             (self.chunk_length >= 1, "chunk_length must be >= 1"),
+            (self.denoising_steps >= 1, "denoising_steps must be >= 1"),
             (self.control_rate_hz > 0, "control_rate_hz must be > 0"),
+            (np.isfinite(self.beta) and self.beta >= 0, f"beta {self.beta} must be a finite number >= 0"),
+            (len(set(self.action_names)) == a, "action_names has duplicates"),
+            (len({c.name for c in self.cameras}) == len(self.cameras), "two cameras share a name"),
             (len(self.tasks) >= 1, "tasks is empty: the policy needs at least one instruction"),
             (self.conditioning_mode in CONDITIONING_MODES,
              f"conditioning_mode '{self.conditioning_mode}' not in {CONDITIONING_MODES}"),
@@ -234,21 +256,120 @@ def _check_onnx_signature(path: Path, manifest: Manifest) -> None:
                                         f"the manifest implies {want.elem}{list(want.shape)}")
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _number(value, where: str, source) -> float:
+    try:
+        if type(value) in (int, float) and math.isfinite(value):
+            return float(value)
+    except OverflowError:  # an integer beyond any float
+        pass
+    raise BundleError(source, f"{where} must be a finite number, got {value!r:.80}")
+
+
+def _integer(value, where: str, source) -> int:
+    if type(value) is not int:
+        raise BundleError(source, f"{where} must be an integer, got {value!r:.80}")
+    return value
+
+
+def _string(value, where: str, source) -> str:
+    if type(value) is not str:
+        raise BundleError(source, f"{where} must be a string, got {value!r:.80}")
+    return value
+
+
+def _list(value, where: str, source, item) -> list:
+    if type(value) is not list:
+        raise BundleError(source, f"{where} must be a list, got {value!r:.80}")
+    return [item(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+
+
+def _object(value, where: str, source) -> dict:
+    if type(value) is not dict:
+        raise BundleError(source, f"{where} must be an object, got {value!r:.80}")
+    return value
+
+
+def _safe(value, where: str, source) -> str:
+    try:
+        return check_name(value, where)
+    except UnsafeNameError as err:
+        raise BundleError(source, str(err)) from None
+
+
+def _record(value, where: str, source, cls):
+    """A nested dataclass (Camera, Normalization) from its JSON object, each field typed."""
+    data = _object(value, where, source)
+    names = set(cls.__dataclass_fields__)
+    if set(data) != names:
+        raise BundleError(source, f"{where} needs exactly the fields {sorted(names)}, got {sorted(data, key=str)}")
+    return cls(**{k: _typed(v, cls.__dataclass_fields__[k].type, f"{where}.{k}", source) for k, v in data.items()})
+
+
+_KINDS = {  # a manifest field's annotation -> how its JSON value is checked
+    "str": _string, "int": _integer, "float": _number,
+    "bool": lambda v, w, s: v if type(v) is bool else _refuse(w, "true or false", v, s),
+    "list[str]": lambda v, w, s: _list(v, w, s, _string),
+    "list[float]": lambda v, w, s: _list(v, w, s, _number),
+    "list[Camera]": lambda v, w, s: _list(v, w, s, lambda c, wc, sc: _record(c, wc, sc, Camera)),
+    "Normalization": lambda v, w, s: _record(v, w, s, Normalization),
+    "dict[str, str]": lambda v, w, s: {_string(k, f"{w} key", s): _string(x, f"{w}[{k!r}]", s)
+                                       for k, x in _object(v, w, s).items()},
+    "dict": _object,
+}
+_NAMED = {"model_id", "version"}  # with each camera's name, they become paths, topics and graph input names
+
+
+def _refuse(where: str, expected: str, value, source):
+    raise BundleError(source, f"{where} must be {expected}, got {value!r:.80}")
+
+
+def _typed(value, annotation: str, where: str, source):
+    value = _KINDS[annotation](value, where, source)
+    if where in _NAMED or (where.startswith("cameras[") and where.endswith("].name")):
+        _safe(value, where, source)
+    return value
+
+
+def _check_sizes(m: Manifest, source, limits: ManifestLimits) -> None:
+    """Every size against `limits`, then the bytes one observation's inputs would take: before any allocation."""
+    bounds = [("cameras", len(m.cameras), limits.max_cameras), ("state_names", len(m.state_names), limits.max_names),
+              ("action_names", len(m.action_names), limits.max_names), ("tasks", len(m.tasks), limits.max_tasks),
+              ("chunk_length", m.chunk_length, limits.max_chunk_length),
+              ("denoising_steps", m.denoising_steps, limits.max_denoising_steps),
+              ("control_rate_hz", m.control_rate_hz, limits.max_control_rate_hz)]
+    bounds += [(f"camera '{c.name}' side", max(c.height, c.width), limits.max_image_side) for c in m.cameras]
+    for what, value, bound in bounds:
+        if value > bound:
+            raise BundleError(source, f"{what} is {value}, above this robot's limit of {bound} (ManifestLimits)")
+    total = sum(int(np.prod(t.shape_for(1))) * t.dtype.itemsize for t in m.graph_inputs())
+    if total > limits.max_input_bytes:
+        raise BundleError(source, f"one observation's graph inputs take {total} bytes, above the limit of "
+                                  f"{limits.max_input_bytes} (ManifestLimits.max_input_bytes)")
+
+
+def load_bundle(path: str | Path, limits: ManifestLimits = DEFAULT_LIMITS) -> Bundle:
     """Load and fully validate a bundle directory. Raises BundleError naming the bad file."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise BundleError(path, "bundle directory does not exist")
     try:
-        data = json.loads(manifest_path.read_text())
+        if manifest_path.stat().st_size > limits.max_manifest_bytes:
+            raise BundleError(manifest_path, f"larger than {limits.max_manifest_bytes} bytes")
+        data = json.loads(manifest_path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise BundleError(manifest_path, "missing") from None
     except json.JSONDecodeError as err:
         raise BundleError(manifest_path, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise BundleError(manifest_path, f"not UTF-8 text ({err})") from None
-    manifest = Manifest.from_json(data, manifest_path)
+    except (RecursionError, ValueError) as err:
+        raise BundleError(manifest_path, f"not a manifest ({err or 'nested too deeply'})") from None
+    manifest = Manifest.from_json(data, manifest_path, limits)
     for name, expected in manifest.files.items():
         file = path / name
         if Path(name).name != name:
