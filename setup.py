@@ -49,6 +49,7 @@ setup(
             f"robot-runtime-demo = {PACKAGE}.improvement_loop.demo:main",
             f"robot-runtime-train = {PACKAGE}.improvement_loop.cycle.cli:main",
             f"robot-runtime-episodes = {PACKAGE}.datatools.cli:main",
+            f"robot-runtime-fleet = {PACKAGE}.fleet.cli:main",
         ],
     },
 )
