@@ -6,15 +6,21 @@ whose per-step arrays (`timestamp`, `state`, `action` as executed,
 command came in time, the robot held), `images/<camera>`) all have one row per
 control step, and whose
 attributes hold the metadata (task, robot, policy version, outcome, ...).
-It is written under `staging/`, then `commit.json` (schema version, step count) is
-flushed last and the group is moved into `episodes/` by an atomic rename; readers
-only look in `episodes/` and only trust groups with a valid `commit.json`, so a
-crash can lose at most the episode in progress, never a committed one.
+It is written under `staging/`, then `commit.json` (schema version, step count, and
+the size and sha256 of every other file of the episode) is flushed last and the group
+is moved into `episodes/` by an atomic rename; readers only look in `episodes/`, only
+trust groups with a valid `commit.json`, and check each file against it before using
+it, so a crash can lose at most the episode in progress, and a damaged file is
+refused by name instead of read as wrong rows. Schema 1 episodes (no checksums) are
+still read, unverified.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -23,18 +29,36 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_tree, write_json_atomic
+from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_tree, sha256_file, write_json_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: commit.json holds the size and sha256 of every other file of the episode
+READABLE_VERSIONS = (1, 2)  # 1: no checksums, read unverified
 COMMIT_MARKER = "commit.json"
 PROGRESS = "progress.json"  # rows safely in chunk files so far; lets a crashed episode be salvaged
 LABELS = "labels.json"  # an operator's label, written after commit; overrides the recorded outcome
+UNRECORDED = (COMMIT_MARKER, PROGRESS, LABELS)  # the files commit.json holds no checksum of
+LABEL_KEYS = ("outcome", "progress", "note", "labeled_by", "labeled_at")
 OUTCOMES = ("success", "failure", "unlabeled")
+REQUIRED_ATTRS = ("schema_version", "episode_id", "task", "robot_id", "control_rate_hz", "policy_version",
+                  "operator", "outcome", "start_time", "end_time", "end_reason", "truncated", "layout", "extra")
 CHUNK_STEPS = 50
+DAMAGED = ("the episode is damaged: restore it from a copy, or move it aside with "
+           "`robot-runtime-episodes validate STORE --quarantine`")
+# What Zarr, numcodecs and json raise on damaged input; readers turn them into EpisodeError.
+_READ_ERRORS = (OSError, ValueError, LookupError, TypeError, RuntimeError, AttributeError)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class EpisodeError(Exception):
-    """An episode or store that does not satisfy the contract; the message names the file."""
+    """An episode or store that does not satisfy the contract; the message names the file.
+
+    `problems`, when a committed episode is refused: everything found wrong with it, each
+    `<file or attrs.key, relative to the episode>: what`, so that `validate` can list them.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
 
 
 @dataclass(frozen=True)
@@ -239,13 +263,7 @@ class EpisodeWriter:
         self.metadata.end_time = time.time()
         self.metadata.extra.update(extra or {})
         self._group.attrs.update(self._attributes())
-        fsync_tree(self.path)
-        write_json_atomic(self.path / COMMIT_MARKER, {
-            "schema_version": SCHEMA_VERSION,
-            "episode_id": self.metadata.episode_id,
-            "steps": self.steps,
-            "committed_at": time.time(),
-        })
+        _seal(self.path, self.metadata.episode_id, self.steps)
         final = self._store.episodes_dir / self.metadata.episode_id
         os.rename(self.path, final)
         fsync_path(self._store.episodes_dir)
@@ -258,42 +276,118 @@ class EpisodeWriter:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class CommitRecord:
+    """commit.json, written last: the episode is complete with `steps` rows and (schema 2) each
+    other file had this size and sha256 when it was committed, so a reader can tell a damaged file."""
+
+    schema_version: int
+    steps: int
+    files: dict[str, dict] | None  # path relative to the episode -> {"bytes", "sha256"}; None in schema 1
+
+    @classmethod
+    def read(cls, episode: Path) -> CommitRecord:
+        """The record of a committed episode directory; EpisodeError naming what is wrong with it otherwise."""
+        try:
+            raw = (episode / COMMIT_MARKER).read_bytes()
+            data = json.loads(raw)
+        except FileNotFoundError:
+            raise _refused(episode, [f"{COMMIT_MARKER}: missing; the episode was never committed"]) from None
+        except OSError as err:
+            raise _refused(episode, [f"{COMMIT_MARKER}: cannot read ({err.strerror or err})"], DAMAGED) from None
+        except ValueError as err:  # not UTF-8, not JSON
+            raise _refused(episode, [f"{COMMIT_MARKER}: not valid JSON ({err})"], DAMAGED) from None
+        if not isinstance(data, dict):
+            raise _refused(episode, [f"{COMMIT_MARKER}: {type(data).__name__}, not a JSON object"], DAMAGED)
+        version, steps, files = data.get("schema_version"), data.get("steps"), data.get("files")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise _refused(episode, [f"{COMMIT_MARKER}: schema_version {version!r}, this code reads "
+                                     f"{' and '.join(map(str, READABLE_VERSIONS))}"])
+        if version >= 2 and (data.get("record_sha256") != _record_digest(data) or raw != json.dumps(data).encode()):
+            raise _refused(episode, [f"{COMMIT_MARKER}: checksum mismatch (the record changed after commit)"], DAMAGED)
+        problems = []
+        if not _is_count(steps):
+            problems.append(f"{COMMIT_MARKER}: steps {steps!r} is not a step count")
+        if not isinstance(data.get("episode_id"), str) or not _is_number(data.get("committed_at")):
+            problems.append(f"{COMMIT_MARKER}: episode_id must be text and committed_at a time")
+        if version >= 2 and not _is_file_table(files):
+            problems.append(f"{COMMIT_MARKER}: files is not a table of relative path -> "
+                            "{\"bytes\": size, \"sha256\": hex digest}")
+        if problems:
+            raise _refused(episode, problems, DAMAGED)
+        return cls(version, steps, files if version >= 2 else None)
+
+    def problem(self, episode: Path, name: str) -> str | None:
+        """What is wrong with file `name` of `episode` against this record, `<name>: what`; None if it matches
+        (always, in schema 1)."""
+        if self.files is None:
+            return None
+        entry = self.files.get(name)
+        if entry is None:
+            return f"{name}: has no checksum in {COMMIT_MARKER} (the record is incomplete)"
+        try:
+            size = (episode / name).stat().st_size
+            if size != entry["bytes"]:
+                return f"{name}: {'truncated to' if size < entry['bytes'] else 'grew to'} {size} bytes, " \
+                       f"{COMMIT_MARKER} says {entry['bytes']}"
+            if sha256_file(episode / name) != entry["sha256"]:
+                return f"{name}: checksum mismatch (its sha256 differs from {COMMIT_MARKER}'s)"
+        except FileNotFoundError:
+            return f"{name}: missing"
+        except OSError as err:
+            return f"{name}: cannot read ({err.strerror or err})"
+        return None
+
+
 class Episode:
-    """A committed episode, read back. Arrays load lazily from Zarr."""
+    """A committed episode, read back. Arrays load lazily from Zarr.
+
+    Opening checks the metadata files against commit.json, and `array` the chunk files of
+    that array before decoding them, each file once per Episode object (hashing is the cost
+    of a read; the page cache makes the second read of the bytes cheap). Anything wrong,
+    a damaged file or what Zarr makes of one, raises EpisodeError naming the file.
+    """
 
     def __init__(self, path: Path):
         import zarr
 
         self.path = Path(path)
-        marker_path = self.path / COMMIT_MARKER
+        self.record = CommitRecord.read(self.path)
+        self.steps = self.record.steps
+        self._verified: set[str] = set()
+        problems = self._check(["zarr.json"])  # before Zarr reads it: the attributes and layout come from it
+        if problems:
+            raise _refused(self.path, problems, DAMAGED)
         try:
-            marker = json.loads(marker_path.read_text())
-        except FileNotFoundError:
-            raise EpisodeError(f"{marker_path}: missing; the episode was never committed") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise EpisodeError(f"{marker_path}: not valid JSON ({err})") from None
-        if marker.get("schema_version") != SCHEMA_VERSION:
-            raise EpisodeError(
-                f"{marker_path}: schema_version {marker.get('schema_version')!r}, this code reads {SCHEMA_VERSION}")
-        self.steps = int(marker["steps"])
-        self._group = zarr.open_group(str(self.path), mode="r")
-        self.meta = dict(self._group.attrs)
-        labels = self.path / LABELS
-        if labels.is_file():
-            try:
-                self.meta.update(json.loads(labels.read_text()))
-            except json.JSONDecodeError as err:
-                raise EpisodeError(f"{labels}: not valid JSON ({err})") from None
-        self.layout = EpisodeLayout.from_json(self.meta["layout"])
+            self._group = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+            attrs = dict(self._group.attrs)
+        except _READ_ERRORS as err:
+            raise _refused(self.path, [f"zarr.json: not a Zarr group ({_describe(err)})"], DAMAGED) from None
+        label, problems = _read_label(self.path)
+        problems = _attribute_problems(attrs, self.record.schema_version) + problems
+        if problems:
+            raise _refused(self.path, problems)
+        self.meta = {**attrs, **label}
+        self.layout = EpisodeLayout.from_json(attrs["layout"])
+        problems = self._check(self._metadata_files())
+        if problems:
+            raise _refused(self.path, problems, DAMAGED)
+        self._arrays = {}
         for name, (shape, dtype) in self.layout.arrays().items():
             try:
                 array = self._group[name]
             except KeyError:
-                raise EpisodeError(f"{self.path / name}: missing; the layout requires it") from None
-            if array.shape != (self.steps, *shape) or array.dtype != dtype:
-                raise EpisodeError(
-                    f"{self.path / name}: shape {array.shape} dtype {array.dtype}, "
-                    f"commit.json and the layout say {(self.steps, *shape)} {dtype}")
+                problems.append(f"{name}: missing; the layout requires it")
+                continue
+            except _READ_ERRORS as err:
+                problems.append(f"{name}/zarr.json: not a Zarr array ({_describe(err)})")
+                continue
+            if not isinstance(array, zarr.Array) or array.shape != (self.steps, *shape) or array.dtype != dtype:
+                problems.append(f"{name}: shape {getattr(array, 'shape', None)} dtype {getattr(array, 'dtype', None)}, "
+                                f"commit.json and the layout say {(self.steps, *shape)} {dtype}")
+            self._arrays[name] = array
+        if problems:
+            raise _refused(self.path, problems, DAMAGED)
 
     @property
     def episode_id(self) -> str:
@@ -308,10 +402,168 @@ class Episode:
         return self.meta["outcome"]
 
     def array(self, name: str) -> np.ndarray:
-        return np.asarray(self._group[name][:])
+        """Every row of per-step array `name`, once its chunk files match commit.json."""
+        if name not in self._arrays:
+            raise EpisodeError(f"{self.path}: no array '{name}'; the layout has {sorted(self._arrays)}")
+        problems = self._check(self._chunk_files(name))
+        if problems:
+            raise _refused(self.path, problems, DAMAGED)
+        try:
+            return np.asarray(self._arrays[name][:])
+        except _READ_ERRORS as err:
+            raise _refused(self.path, [f"{name}: does not decode ({_describe(err)})"], DAMAGED) from None
 
     def images(self, camera: str) -> np.ndarray:
         return self.array(f"images/{camera}")
+
+    def verify(self) -> list[str]:
+        """Every problem of the episode's files, `<file>: what`: all that commit.json lists, and every chunk
+        file an array needs (an incomplete record is a problem too). Empty when all match, or in schema 1."""
+        needed = {file for name in self._arrays for file in self._chunk_files(name)} | set(self._metadata_files())
+        return self._check(sorted(needed | set(self.record.files or ())))
+
+    def _metadata_files(self) -> list[str]:
+        """The zarr.json of the group, of each array and of each group between (images/)."""
+        arrays = set(self.layout.arrays())
+        groups = {name.rsplit("/", 1)[0] for name in arrays if "/" in name}
+        return ["zarr.json"] + sorted(f"{name}/zarr.json" for name in arrays | groups)
+
+    def _chunk_files(self, name: str) -> list[str]:
+        array = self._arrays[name]
+        return [f"{name}/{array.metadata.encode_chunk_key(coords)}"
+                for coords in itertools.product(*map(range, array.cdata_shape))]
+
+    def _check(self, names: list[str]) -> list[str]:
+        """Problems of files `names` against the record; a file that matched is not hashed again."""
+        problems = []
+        for name in names:
+            if name not in self._verified:
+                problem = self.record.problem(self.path, name)
+                if problem:
+                    problems.append(problem)
+                else:
+                    self._verified.add(name)
+        return problems
+
+
+def _refused(episode: Path, problems: list[str], hint: str = "") -> EpisodeError:
+    """An EpisodeError listing every problem as `<episode>/<file>: what`, then what to do."""
+    message = "; ".join(f"{episode}/{problem}" for problem in problems)
+    return EpisodeError(f"{message}; {hint}" if hint else message, problems)
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_file_table(files) -> bool:
+    """A commit record's `files`: safe relative paths (no '..', nothing absolute) -> size and sha256."""
+    if not isinstance(files, dict):
+        return False
+    for name, entry in files.items():
+        try:
+            for part in name.split("/"):
+                check_name(part)
+        except (AttributeError, UnsafeNameError):
+            return False
+        if name in UNRECORDED or not isinstance(entry, dict) or not _is_count(entry.get("bytes")) \
+                or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            return False
+    return True
+
+
+def _file_table(episode: Path) -> dict[str, dict]:
+    """Size and sha256 of every file of the episode but the unrecorded ones and atomic writes' temporaries."""
+    table = {}
+    for dirpath, dirnames, filenames in os.walk(episode):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            name = path.relative_to(episode).as_posix()
+            if name not in UNRECORDED and not filename.startswith("."):
+                table[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return table
+
+
+def _seal(episode: Path, episode_id: str, steps: int) -> None:
+    """Flush every file of a staged episode, then write commit.json last, with their checksums and its own."""
+    fsync_tree(episode)
+    record = {"schema_version": SCHEMA_VERSION, "episode_id": episode_id, "steps": steps,
+              "committed_at": time.time(), "files": _file_table(episode)}
+    record["record_sha256"] = _record_digest(record)
+    write_json_atomic(episode / COMMIT_MARKER, record, indent=None)
+
+
+def _record_digest(record: dict) -> str:
+    """sha256 of a commit record's JSON without this digest, so that commit.json, which no other file vouches
+    for, is checked too."""
+    body = json.dumps({key: value for key, value in record.items() if key != "record_sha256"})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _read_label(episode: Path) -> tuple[dict, list[str]]:
+    """labels.json (none: {}) and its problems; it is written after commit, so it has its own checks."""
+    try:
+        label = json.loads((episode / LABELS).read_bytes())
+    except FileNotFoundError:
+        return {}, []
+    except OSError as err:
+        return {}, [f"{LABELS}: cannot read ({err.strerror or err})"]
+    except ValueError as err:
+        return {}, [f"{LABELS}: not valid JSON ({err}); label the episode again"]
+    if not isinstance(label, dict) or set(label) != set(LABEL_KEYS):
+        return {}, [f"{LABELS}: not a label (an object with exactly {list(LABEL_KEYS)}); label the episode again"]
+    problems = []
+    if label["outcome"] not in OUTCOMES:
+        problems.append(f"{LABELS}: outcome {label['outcome']!r} is not one of {OUTCOMES}")
+    if label["progress"] is not None and not (_is_count(label["progress"]) and 1 <= label["progress"] <= 5):
+        problems.append(f"{LABELS}: progress {label['progress']!r} is not a 1-5 score")
+    if not isinstance(label["note"], str) or not isinstance(label["labeled_by"], str):
+        problems.append(f"{LABELS}: note and labeled_by must be text")
+    if not _is_number(label["labeled_at"]):
+        problems.append(f"{LABELS}: labeled_at {label['labeled_at']!r} is not a time")
+    return label, problems
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _attribute_problems(attrs: dict, schema_version: int) -> list[str]:
+    """What is wrong with an episode's attributes, each `attrs.<key>: what`; empty when they satisfy the contract."""
+    problems = [f"attrs.{key}: missing" for key in REQUIRED_ATTRS if key not in attrs]
+    if problems:
+        return problems
+    if attrs["schema_version"] != schema_version:
+        problems.append(f"attrs.schema_version: {attrs['schema_version']!r}, commit.json says {schema_version}")
+    for key in ("episode_id", "task", "robot_id", "policy_version", "operator", "end_reason"):
+        if not isinstance(attrs[key], str):
+            problems.append(f"attrs.{key}: {attrs[key]!r} is not text")
+    if attrs["outcome"] not in OUTCOMES:
+        problems.append(f"attrs.outcome: {attrs['outcome']!r} is not one of {OUTCOMES}")
+    if not isinstance(attrs["truncated"], bool):
+        problems.append(f"attrs.truncated: {attrs['truncated']!r} is not a boolean")
+    if not _is_number(attrs["control_rate_hz"]) or not attrs["control_rate_hz"] > 0:
+        problems.append(f"attrs.control_rate_hz: {attrs['control_rate_hz']!r} is not a positive rate")
+    for key in ("start_time", "end_time"):
+        if not _is_number(attrs[key]):
+            problems.append(f"attrs.{key}: {attrs[key]!r} is not a time")
+    if not isinstance(attrs["extra"], dict):
+        problems.append(f"attrs.extra: {type(attrs['extra']).__name__}, not an object")
+    try:
+        layout = EpisodeLayout.from_json(attrs["layout"])
+        if not all(h > 0 and w > 0 for h, w in layout.cameras.values()) \
+                or not all(isinstance(n, str) for n in layout.state_names + layout.action_names):
+            raise ValueError("camera sizes must be positive, names text")
+        for camera in layout.cameras:  # it becomes a path: images/<camera>
+            check_name(camera, "camera")
+    except _READ_ERRORS as err:  # UnsafeNameError is a ValueError
+        problems.append(f"attrs.layout: malformed ({_describe(err)})")
+    return problems
 
 
 class EpisodeStore:
@@ -358,6 +610,18 @@ class EpisodeStore:
                  "labeled_at": time.time()}
         write_json_atomic(path / LABELS, label)
         return label
+
+    def quarantine(self, episode_id: str) -> Path:
+        """Move a committed episode out of readers' sight into quarantine/, for a human (atomic, durable)."""
+        source = self.episodes_dir / checked_episode_id(episode_id)
+        target = self.quarantine_dir / source.name
+        if target.exists():
+            raise EpisodeError(f"{target}: already exists; move it away, then quarantine {source} again")
+        self.quarantine_dir.mkdir(exist_ok=True)
+        os.rename(source, target)
+        fsync_path(self.quarantine_dir)
+        fsync_path(self.episodes_dir)
+        return target
 
     def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS) -> EpisodeWriter:
         return EpisodeWriter(self, layout, metadata, chunk_steps)
@@ -436,7 +700,5 @@ def _salvage(path: Path) -> int:
     attrs.update(outcome="unlabeled", truncated=True, end_time=time.time(),
                  end_reason=f"salvaged {rows} steps after the recorder stopped mid-episode")
     group.attrs.update(attrs)
-    fsync_tree(path)
-    write_json_atomic(path / COMMIT_MARKER, {"schema_version": SCHEMA_VERSION, "episode_id": path.name,
-                                             "steps": rows, "committed_at": time.time()})
+    _seal(path, path.name, rows)
     return rows

@@ -2,12 +2,15 @@
 
     robot-runtime-episodes list STORE [--outcome success] [--campaign NAME] [--task TEXT]
     robot-runtime-episodes inspect STORE ID [--json]
-    robot-runtime-episodes validate STORE [--strict]
+    robot-runtime-episodes validate STORE [--strict] [--quarantine]
     robot-runtime-episodes export STORE ID --format npz|mp4|html --out PATH
     robot-runtime-episodes view STORE ID --out episode.html
     robot-runtime-episodes import-bag BAG --mapping MAPPING.yaml --store STORE [--dry-run]
 
-`validate` exits 1 and prints one line per problem, `<episode>/<array>: what is wrong`.
+`validate` checks every file of every committed episode against its commit.json, then the
+attributes, labels and rows; it exits 1 and prints one line per problem,
+`<episode>/<file, array or attribute>: what is wrong`; `--quarantine` moves those episodes
+into the store's quarantine/.
 """
 from __future__ import annotations
 
@@ -19,11 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.episode import COMMIT_MARKER, OUTCOMES, SCHEMA_VERSION, Episode, EpisodeError, EpisodeStore
+from robot_runtime.episode import OUTCOMES, REQUIRED_ATTRS, CommitRecord, Episode, EpisodeError, EpisodeStore
 from robot_runtime.datatools.viewer import spans, write_html, write_mp4
-
-REQUIRED_ATTRS = ("schema_version", "episode_id", "task", "robot_id", "control_rate_hz", "policy_version",
-                  "operator", "outcome", "start_time", "end_time", "end_reason", "truncated", "layout", "extra")
 
 
 def _open_store(root: str) -> EpisodeStore:
@@ -55,6 +55,7 @@ def cmd_list(args) -> int:
     for episode_id in store.episode_ids():
         try:
             ep = store.open(episode_id)
+            intervention = ep.array("intervention")
         except EpisodeError as err:
             rows.append([episode_id, f"(unreadable: {err})", "", "", "", "", "", ""])
             continue
@@ -66,7 +67,6 @@ def cmd_list(args) -> int:
             continue
         if args.task and args.task.lower() not in meta.get("task", "").lower():
             continue
-        intervention = ep.array("intervention")
         share = f"{intervention.mean() * 100:.1f}" if ep.steps else "-"
         rows.append([episode_id, meta.get("task", ""), str(ep.steps), meta.get("outcome", ""),
                      "yes" if meta.get("truncated") else "no", share, meta.get("policy_version") or "-",
@@ -156,65 +156,76 @@ def cmd_inspect(args) -> int:
 
 
 # -- validate ---------------------------------------------------------------------------------
-def validate_episode(path: Path) -> list[str]:
-    """Problems of one committed episode directory, each `<id>/<array or attribute>: what`."""
+def validate_episode(path: Path) -> tuple[list[str], list[str]]:
+    """(problems, notes) of one committed episode directory, each `<id>/<file, array or attribute>: what`.
+
+    Every file is checked against commit.json and every damaged one listed, not only the
+    first; the rows are checked only when the files are sound (damaged rows mean nothing).
+    """
     name = path.name
-    if not (path / COMMIT_MARKER).is_file():
-        return [f"{name}/{COMMIT_MARKER}: missing; the episode was never committed"]
     try:
-        ep = Episode(path)
-    except Exception as err:  # EpisodeError, or Zarr failing on a damaged group
-        return [f"{name}: cannot open ({type(err).__name__}: {err})"]
-    problems = []
-    meta = ep.meta
-    for key in REQUIRED_ATTRS:
-        if key not in meta:
-            problems.append(f"{name}/attrs.{key}: missing")
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"{name}/attrs.schema_version: {meta.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-    if meta.get("episode_id") != name:
-        problems.append(f"{name}/attrs.episode_id: {meta.get('episode_id')!r} differs from the directory name")
-    if meta.get("outcome") not in OUTCOMES:
-        problems.append(f"{name}/attrs.outcome: {meta.get('outcome')!r} is not one of {OUTCOMES}")
-    if not isinstance(meta.get("truncated"), bool):
-        problems.append(f"{name}/attrs.truncated: {meta.get('truncated')!r} is not a boolean")
-    if not isinstance(meta.get("control_rate_hz"), (int, float)) or not meta.get("control_rate_hz", 0) > 0:
-        problems.append(f"{name}/attrs.control_rate_hz: {meta.get('control_rate_hz')!r} is not a positive rate")
+        ep = Episode(path)  # checks the metadata files, attributes, labels and array shapes
+    except EpisodeError as err:
+        problems = list(err.problems)
+        try:  # what kept it from opening, and every other damaged file
+            record = CommitRecord.read(path)
+            problems += [p for p in (record.problem(path, file) for file in record.files or ())
+                         if p and p not in problems]
+        except EpisodeError:
+            pass
+        return [f"{name}/{problem}" for problem in problems], []
+    notes = [] if ep.record.files is not None else [
+        f"{name}: schema {ep.record.schema_version}, carries no checksums; its files cannot be verified"]
+    problems = ep.verify()
+    if ep.meta["episode_id"] != name:
+        problems.append(f"attrs.episode_id: {ep.meta['episode_id']!r} differs from the directory name")
+    if not problems:
+        problems = row_problems(ep)
+    return [f"{name}/{problem}" for problem in problems], notes
+
+
+def row_problems(ep: Episode) -> list[str]:
+    """What is wrong with the rows of a readable episode, each `<array>: what`."""
     try:
         arrays = {a: ep.array(a) for a in ep.layout.arrays()}  # decodes every chunk, images included
-    except Exception as err:
-        return problems + [f"{name}: an array does not decode ({type(err).__name__}: {err})"]
+    except EpisodeError as err:
+        return err.problems
+    problems = []
     t = arrays["timestamp"]
     if not np.all(np.isfinite(t)):
-        problems.append(f"{name}/timestamp: {int((~np.isfinite(t)).sum())} non-finite value(s)")
+        problems.append(f"timestamp: {int((~np.isfinite(t)).sum())} non-finite value(s)")
     bad = np.flatnonzero(np.diff(t) <= 0)
     if len(bad):
-        problems.append(f"{name}/timestamp: not strictly increasing at step(s) {(bad + 1)[:10].tolist()}")
+        problems.append(f"timestamp: not strictly increasing at step(s) {(bad + 1)[:10].tolist()}")
     for array in ("state", "action"):
         rows = np.flatnonzero(~np.all(np.isfinite(arrays[array]), axis=1))
         if len(rows):
-            problems.append(f"{name}/{array}: NaN or inf at {len(rows)} step(s), first {rows[:10].tolist()}")
+            problems.append(f"{array}: NaN or inf at {len(rows)} step(s), first {rows[:10].tolist()}")
     proposed = arrays["policy_action"]
     mixed = np.flatnonzero(np.any(np.isnan(proposed), axis=1) & ~np.all(np.isnan(proposed), axis=1))
     if len(mixed):
-        problems.append(f"{name}/policy_action: partly NaN rows (NaN must mean the whole row: no policy) "
+        problems.append(f"policy_action: partly NaN rows (NaN must mean the whole row: no policy) "
                         f"at step(s) {mixed[:10].tolist()}")
     if np.isinf(proposed).any():
-        problems.append(f"{name}/policy_action: inf values")
+        problems.append("policy_action: inf values")
     both = np.flatnonzero(arrays["intervention"] & arrays["held"])
     if len(both):
-        problems.append(f"{name}/intervention,held: both true at step(s) {both[:10].tolist()}")
+        problems.append(f"intervention,held: both true at step(s) {both[:10].tolist()}")
     return problems
 
 
-def validate_store(store: EpisodeStore) -> tuple[list[str], list[str]]:
-    """(problems, notes): problems in committed episodes; notes on staging/ and quarantine/."""
-    problems, notes = [], []
+def validate_store(store: EpisodeStore) -> tuple[dict[str, list[str]], list[str]]:
+    """(problems by episode id, notes): problems of committed episodes; notes on schema 1 episodes,
+    staging/ and quarantine/."""
+    problems, notes = {}, []
     for path in sorted(p for p in store.episodes_dir.iterdir() if p.is_dir()):
-        problems += validate_episode(path)
+        found, more_notes = validate_episode(path)
+        notes += more_notes
+        if found:
+            problems[path.name] = found
     for directory, what in ((store.staging_dir, "in progress, or left by a crash (EpisodeStore.recover() salvages "
                                                 "it)"),
-                            (store.quarantine_dir, "quarantined after a crash; needs a human")):
+                            (store.quarantine_dir, "quarantined; needs a human")):
         if directory.is_dir():
             notes += [f"{directory.name}/{p.name}: {what}" for p in sorted(directory.iterdir())]
     return problems, notes
@@ -222,15 +233,23 @@ def validate_store(store: EpisodeStore) -> tuple[list[str], list[str]]:
 
 def cmd_validate(args) -> int:
     store = _open_store(args.store)
+    checked = sum(1 for p in store.episodes_dir.iterdir() if p.is_dir())
     problems, notes = validate_store(store)
-    for line in problems:
+    for line in (line for found in problems.values() for line in found):
         print(line)
     for line in notes:
         print(line, file=sys.stderr)
-    checked = sum(1 for p in store.episodes_dir.iterdir() if p.is_dir())
-    failed = len({line.split("/")[0].split(":")[0] for line in problems})
-    print(f"{checked} episode(s) checked, {failed} with problems ({len(problems)}); "
-          f"{len(notes)} in staging/quarantine", file=sys.stderr)
+    if args.quarantine:
+        for episode_id in problems:
+            try:
+                store.quarantine(episode_id)
+            except EpisodeError as err:
+                print(f"error: {err}", file=sys.stderr)
+            else:
+                print(f"quarantine/{episode_id}: moved there from episodes/ (readers no longer see it)",
+                      file=sys.stderr)
+    print(f"{checked} episode(s) checked, {len(problems)} with problems ({sum(map(len, problems.values()))}); "
+          f"{len(notes)} note(s) (schema 1, staging, quarantine)", file=sys.stderr)
     return 1 if problems or (args.strict and notes) else 0
 
 
@@ -362,9 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("validate", help="check every committed episode; exit 1 on any problem")
+    p = sub.add_parser("validate", help="check every file of every committed episode; exit 1 on any problem")
     p.add_argument("store")
-    p.add_argument("--strict", action="store_true", help="also fail on anything in staging/ or quarantine/")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail on notes: schema 1 episodes (no checksums), anything in staging/ or quarantine/")
+    p.add_argument("--quarantine", action="store_true",
+                   help="move every episode with a problem into the store's quarantine/")
     p.set_defaults(func=cmd_validate)
 
     for name, help_text in (("export", "write one episode as npz, mp4 or html"),

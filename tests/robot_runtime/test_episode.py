@@ -7,6 +7,7 @@ import pytest
 from robot_runtime.episode import (COMMIT_MARKER, SCHEMA_VERSION, EpisodeError, EpisodeLayout, EpisodeMetadata,
                                    EpisodeStore, Step)
 from robot_runtime.capture.recording import AsyncRecorder
+from robot_runtime.files import sha256_file
 
 LAYOUT = EpisodeLayout(cameras={"front": (24, 32)}, state_names=("a", "b", "c"), action_names=("x", "y"))
 
@@ -83,7 +84,7 @@ def test_interrupted_episode_without_a_whole_chunk_is_quarantined(tmp_path):
     assert (store.quarantine_dir / writer.metadata.episode_id).is_dir() and store.episode_ids() == []
 
 
-def test_reader_refuses_inconsistent_episode(tmp_path):
+def test_reader_refuses_an_edited_commit_record(tmp_path):
     store = EpisodeStore(tmp_path)
     writer = store.writer(LAYOUT, meta())
     for s in make_steps(5):
@@ -92,11 +93,47 @@ def test_reader_refuses_inconsistent_episode(tmp_path):
     marker = json.loads((path / COMMIT_MARKER).read_text())
     marker["steps"] = 6
     (path / COMMIT_MARKER).write_text(json.dumps(marker))
-    with pytest.raises(EpisodeError, match="commit.json and the layout say"):
+    with pytest.raises(EpisodeError, match="commit.json: checksum mismatch"):
         store.open(path.name)
     (path / COMMIT_MARKER).write_text("{broken")
     with pytest.raises(EpisodeError, match="not valid JSON"):
         store.open(path.name)
+
+
+def test_commit_record_holds_the_checksum_of_every_other_file(tmp_path):
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    for s in make_steps(60):
+        writer.append(s)
+    path = writer.commit("success")
+    store.label(path.name, "failure")
+    record = json.loads((path / COMMIT_MARKER).read_text())
+    on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    assert record["schema_version"] == SCHEMA_VERSION == 2 and record["steps"] == 60
+    assert set(record["files"]) == on_disk - {"commit.json", "progress.json", "labels.json"}
+    assert {"zarr.json", "images/zarr.json", "images/front/c/1/0/0/0", "state/c/0/0"} <= set(record["files"])
+    assert all(entry == {"bytes": (path / name).stat().st_size, "sha256": sha256_file(path / name)}
+               for name, entry in record["files"].items())
+    ep = store.open(path.name)
+    assert ep.verify() == [] and ep.outcome == "failure"
+
+
+def test_schema_1_episodes_are_read_unverified(tmp_path):
+    """Version 1 (before checksums): the same layout, attrs schema_version 1, a commit record without files."""
+    import zarr
+
+    store = EpisodeStore(tmp_path)
+    writer = store.writer(LAYOUT, meta())
+    steps = make_steps(7)
+    for s in steps:
+        writer.append(s)
+    path = writer.commit("success")
+    zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 1
+    (path / COMMIT_MARKER).write_text(json.dumps({"schema_version": 1, "episode_id": path.name, "steps": 7,
+                                                  "committed_at": 0.0}, indent=1))
+    ep = store.open(path.name)
+    assert ep.record.files is None and ep.verify() == []
+    np.testing.assert_array_equal(ep.images("front"), np.stack([s.images["front"] for s in steps]))
 
 
 def test_outcome_must_be_known(tmp_path):

@@ -18,6 +18,7 @@ from repo import SUPPORT as HERE
 
 
 def assert_matches_sent(ep, run: int, k: int) -> None:
+    assert ep.record.files and ep.verify() == []  # committed or salvaged, it carries its checksums
     sent = episode_steps(run, k)
     if not ep.meta["truncated"]:
         assert ep.steps == len(sent) and ep.outcome == "success"

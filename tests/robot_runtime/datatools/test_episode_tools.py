@@ -23,7 +23,7 @@ from std_msgs.msg import Bool, String
 
 from bag_factory import write_mcap_bag, write_sqlite3_bag
 from robot_runtime.datatools.bag_import import BagImportError, BagMapping, import_bag
-from robot_runtime.episode import EpisodeStore
+from robot_runtime.episode import EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.datatools.cli import main as cli
 
 MS = 1_000_000
@@ -329,29 +329,49 @@ def test_cli_list_inspect_and_validate(imported, capsys, tmp_path):
     assert info["policy_vs_executed_mean_abs"] == 0.0
 
     assert cli(["validate", str(imported)]) == 0
-    # A copy of an episode with a NaN in its action and a timestamp out of order; an episode in staging.
+    # A copy edited after commit (a NaN in its action, a timestamp out of order): every edited file is damage.
     episodes = imported / "episodes"
-    shutil.copytree(episodes / "sim-ep0", episodes / "sim-ep0-broken")
+    shutil.copytree(episodes / "sim-ep0", episodes / "sim-ep0-edited")
     import zarr
 
-    group = zarr.open_group(str(episodes / "sim-ep0-broken"), mode="r+")
-    group.attrs["episode_id"] = "sim-ep0-broken"
+    group = zarr.open_group(str(episodes / "sim-ep0-edited"), mode="r+")
+    group.attrs["episode_id"] = "sim-ep0-edited"
     action = group["action"][:]
     action[4, 1] = np.nan
     group["action"][:] = action
     timestamp = group["timestamp"][:]
     timestamp[7] = timestamp[5]
     group["timestamp"][:] = timestamp
+    # An episode recorded with bad rows: its files are sound, its rows are not.
+    store = EpisodeStore(imported)
+    source = store.open("sim-ep0")
+    writer = store.writer(source.layout, EpisodeMetadata(task="t", robot_id="sim", control_rate_hz=10.0,
+                                                         episode_id="sim-bad-rows"))
+    action = source.array("action")
+    action[4, 1] = np.nan
+    for k, t in enumerate(source.array("timestamp")):
+        writer.append(Step(t, {cam: source.images(cam)[k] for cam in source.layout.cameras}, source.array("state")[k],
+                           action[k], intervention=k == 2, held=k == 2))
+    writer.commit("success")
     (imported / "staging" / "sim-crashed").mkdir()
     capsys.readouterr()
     assert cli(["validate", str(imported)]) == 1
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == [
-        "sim-ep0-broken/timestamp: not strictly increasing at step(s) [7]",
-        "sim-ep0-broken/action: NaN or inf at 1 step(s), first [4]",
+    lines = captured.out.splitlines()
+    assert lines[2].startswith("sim-ep0-edited/zarr.json: grew to ")  # the new episode_id is longer
+    assert lines[:2] + lines[3:] == [
+        "sim-bad-rows/action: NaN or inf at 1 step(s), first [4]",
+        "sim-bad-rows/intervention,held: both true at step(s) [2]",
+        "sim-ep0-edited/action/c/0/0: grew to 78 bytes, commit.json says 75",
+        "sim-ep0-edited/timestamp/c/0: truncated to 78 bytes, commit.json says 80",
     ]
     assert "staging/sim-crashed: in progress" in captured.err
-    shutil.rmtree(episodes / "sim-ep0-broken")
+    assert "4 episode(s) checked, 2 with problems (5)" in captured.err
+    # --quarantine moves both out of readers' sight; what is left validates.
+    assert cli(["validate", str(imported), "--quarantine"]) == 1
+    assert "quarantine/sim-ep0-edited: moved there from episodes/" in capsys.readouterr().err
+    assert sorted(p.name for p in store.quarantine_dir.iterdir()) == ["sim-bad-rows", "sim-ep0-edited"]
+    assert store.episode_ids() == ["sim-ep0", "sim-ep1"]
     assert cli(["validate", str(imported)]) == 0
     assert cli(["validate", str(imported), "--strict"]) == 1
     assert cli(["inspect", str(imported), "nope"]) == 1
