@@ -141,14 +141,16 @@ def load_dataset(store_root: str | os.PathLike, cfg: DatasetConfig,
     kept: list[tuple[Episode, dict[str, np.ndarray]]] = []
     rate = None
     for episode_id in store.episode_ids():
-        try:
+        try:  # the reader checks every file it reads against the episode's commit record
             episode = store.open(episode_id)
             arrays = {name: episode.array(name) for name in ("state", "action", "intervention", "held")}
-        except (EpisodeError, KeyError, ValueError, OSError) as err:
+            reason = _skip_reason(episode, arrays, layout, rate)
+            if not reason:  # images last: the bulk of the bytes, read only for episodes kept
+                arrays.update({f"images/{cam}": episode.images(cam) for cam in episode.layout.cameras})
+        except EpisodeError as err:
             log.warning("skipping episode %s: %s", episode_id, err)
             skipped["unreadable"] += 1
             continue
-        reason = _skip_reason(episode, arrays, layout, rate)
         if reason:
             log.info("skipping episode %s: %s", episode_id, reason)
             skipped[reason] += 1
@@ -186,7 +188,8 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
         control_rate_hz=rate,
         tasks=tasks,
         episodes=infos,
-        images={cam: np.concatenate([episode.images(cam) for episode, _ in kept]) for cam in layout.cameras},
+        # pop: each episode's frames are freed once concatenated, so the peak stays near one copy
+        images={cam: np.concatenate([arrays.pop(f"images/{cam}") for _, arrays in kept]) for cam in layout.cameras},
         state=np.concatenate([arrays["state"] for _, arrays in kept]).astype(np.float32),
         action=np.concatenate([arrays["action"] for _, arrays in kept]).astype(np.float32),
         action_chunk=np.concatenate(chunks).astype(np.float32),

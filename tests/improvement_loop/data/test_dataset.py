@@ -93,16 +93,18 @@ def test_bad_episodes_are_skipped_and_counted(tmp_path, caplog):
     corrupt = write(store, 4)
     marker = json.loads((corrupt / COMMIT_MARKER).read_text())
     (corrupt / COMMIT_MARKER).write_text(json.dumps({**marker, "schema_version": 99}))
+    damaged = write(store, 4)  # a frame chunk lost: its rows would read back as zeros
+    (damaged / "images/front/c/0/0/0/0").unlink()
     write(store, 2, task="reach")
     data = load_dataset(tmp_path, DatasetConfig())
-    assert data.skipped == {"unreadable": 1, "unlabeled": 1, "empty": 1, "non_finite": 2,
+    assert data.skipped == {"unreadable": 2, "unlabeled": 1, "empty": 1, "non_finite": 2,
                             "layout_mismatch": 2, "rate_mismatch": 1}
     assert len(data.episodes) == 2 and len(data) == 6
     assert np.isfinite(data.state).all() and np.isfinite(data.action).all()
     # One summary line carries the counts, at warning level so that it is seen.
     summary = [r for r in caplog.records if "episodes usable" in r.getMessage()]
     assert len(summary) == 1 and summary[0].levelname == "WARNING"
-    assert "2 episodes usable, 8 skipped" in summary[0].getMessage() and "'non_finite': 2" in summary[0].getMessage()
+    assert "2 episodes usable, 9 skipped" in summary[0].getMessage() and "'non_finite': 2" in summary[0].getMessage()
 
 
 def test_pinned_layout_skips_episodes_that_disagree(tmp_path):
