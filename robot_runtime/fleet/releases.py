@@ -157,11 +157,13 @@ class TrustStore:
         path = self.directory / f"{name}{RELEASE_PUBLIC}"
         revoked_dir = self.directory / REVOKED
         try:
+            if (revoked_dir / path.name).is_file() and not path.is_file():
+                raise ReleaseError(source, "revoked-key", f"signed by '{name}', whose key was revoked "
+                                                          f"({revoked_dir / path.name}); sign with a current key")
             if not path.is_file():
-                cause = "revoked-key" if (revoked_dir / path.name).is_file() else "unknown-key"
-                raise ReleaseError(source, cause, f"signed by '{name}', which is {cause.split('-')[0]} in the trust "
-                                                  f"store {self.directory}; only releases signed by a key there "
-                                                  "are installed")
+                raise ReleaseError(source, "unknown-key", f"signed by '{name}', which is not in the trust store "
+                                                          f"{self.directory}; add its {RELEASE_PUBLIC} file there "
+                                                          "only if you trust it")
             key = load_release_public_key(path)
             raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
             revoked = sorted(revoked_dir.glob(f"*{RELEASE_PUBLIC}")) if revoked_dir.is_dir() else []
