@@ -13,20 +13,18 @@ and prints success and intervention rates per stage, and where data and models w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import write_json_atomic, write_text_atomic
-from robot_runtime.bringup.launcher import GraphProcesses
-from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
-
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain
 from robot_runtime.improvement_loop.metrics import EpisodeOutcome, RateSummary, summarize
+from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
 
 log = logging.getLogger("demo")
 

@@ -14,8 +14,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # A path component of ours: starts with a letter or digit (so never '.', '..' or hidden), then letters,
 # digits, '.', '_', '-' or '@'; no separators, no spaces, no control characters; short enough for any filesystem.

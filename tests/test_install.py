@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from repo import ROOT
 
 from robot_runtime.bringup.graph import GRAPHS
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
+
+from repo import ROOT
 
 SOURCE = ["robot_runtime", "nodes", "improvement_loop", "launch", "config", "calibration", "models", "resource",
           "package.xml", "setup.py", "setup.cfg", "README.md"]
@@ -73,7 +74,8 @@ def colcon_install(tmp_path_factory):
 def imported_from(python, cwd: Path, env: dict | None = None) -> str:
     """Where `python` imports the package from, run outside the checkout (whose robot_runtime/ would shadow it)."""
     code = "import robot_runtime.nodes.recorder as m, robot_runtime.sim.rollout; print(m.__file__)"
-    done = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
 
@@ -105,7 +107,7 @@ def start_each_executable(bin_dir: Path, cwd: Path, env: dict | None = None) -> 
     import yaml
 
     processes = {}
-    for graph, (make_graph, config_file) in sorted(GRAPHS.items(), reverse=True):  # sim first, then robot
+    for _, (make_graph, config_file) in sorted(GRAPHS.items(), reverse=True):  # sim first, then robot
         for spec in make_graph():
             if spec.executable in processes:
                 continue

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from robot_runtime.improvement_loop.data.batches import Tensors
-from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint
 from robot_runtime.improvement_loop.data.dataset import Dataset
+from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint
 from robot_runtime.improvement_loop.models.value import DistributionalValue
 from robot_runtime.improvement_loop.recap import POSITIVE, indicators, n_step_advantages
 from robot_runtime.improvement_loop.training.train import TrainConfig, predict_values, train_value

@@ -23,8 +23,15 @@ from dataclasses import replace
 
 import numpy as np
 
+from robot_runtime.improvement_loop.cycle.rounds import (
+    CycleConfig,
+    CycleResult,
+    RoundData,
+    data_metrics,
+    finish_stage,
+    stage_dir,
+)
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint
-from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult, RoundData, data_metrics, finish_stage, stage_dir
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import train_policy
 

@@ -39,17 +39,23 @@ import numpy as np
 
 from robot_runtime.bundle import Camera, Manifest, Normalization
 from robot_runtime.episode import EpisodeLayout
-
+from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import Labels, explained_variance, round_labels
 from robot_runtime.improvement_loop.data.batches import Tensors, prepare
-from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.data.dataset import Dataset, DatasetConfig, Stats, load_dataset
-from robot_runtime.improvement_loop.training.distributed import barrier, main_first, world
+from robot_runtime.improvement_loop.data.text import TextEmbedder
+from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.models.export import ExportConfig, export_bundle
 from robot_runtime.improvement_loop.recap import normalized_returns
-from robot_runtime.improvement_loop.data.text import TextEmbedder
-from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig, input_spec, predict_values, train_policy, train_value
-from robot_runtime.files import write_json_atomic
+from robot_runtime.improvement_loop.training.distributed import barrier, main_first, world
+from robot_runtime.improvement_loop.training.train import (
+    PolicyTrainConfig,
+    TrainConfig,
+    input_spec,
+    predict_values,
+    train_policy,
+    train_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,7 @@ class CycleResult:
         write_json_atomic(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CycleResult":
+    def load(cls, path: str | os.PathLike) -> CycleResult:
         path = Path(path)
         try:
             return cls(**json.loads(path.read_text()))
@@ -109,7 +115,8 @@ def result_path(work_dir: str | os.PathLike, round_index: int) -> Path:
     return stage_dir(work_dir, round_index) / "result.json"
 
 
-def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike, cfg: CycleConfig = CycleConfig()) -> CycleResult:
+def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike,
+             cfg: CycleConfig = CycleConfig()) -> CycleResult:
     """Train V_pre and the behaviour-cloning policy on the store; export a 'none' bundle."""
     start = time.perf_counter()
     out = stage_dir(work_dir, 0)

@@ -29,7 +29,7 @@ class Tensors:
     def __len__(self) -> int:
         return len(self.state)
 
-    def subset(self, rows: np.ndarray) -> "Tensors":
+    def subset(self, rows: np.ndarray) -> Tensors:
         """The rows selected by a boolean mask (a copy; used to train on some episodes only)."""
         return Tensors([image[rows] for image in self.images], self.state[rows], self.action_chunk[rows],
                        self.chunk_mask[rows], self.task_index[rows], self.task_table)

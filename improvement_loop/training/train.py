@@ -18,7 +18,6 @@ exactly as if it had never stopped.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -33,13 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from robot_runtime.episode import EpisodeLayout
-
 from robot_runtime.improvement_loop.data.batches import Tensors, model_inputs
-from robot_runtime.improvement_loop.training.distributed import mean, shutdown, world
-from robot_runtime.improvement_loop.models.layers import CRITICS, InputSpec, NetConfig
+from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.models.policy import VLAPolicy
 from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
 from robot_runtime.improvement_loop.recap import NULL, POSITIVE, to_bins
+from robot_runtime.improvement_loop.training.distributed import mean, world
 from robot_runtime.improvement_loop.training.resume import Progress, load_state, save_state, state_path
 
 log = logging.getLogger(__name__)
@@ -85,7 +83,8 @@ def _step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng((seed, step))
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def _optimizer(model: torch.nn.Module,
+               cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW, linear warm-up then cosine decay to 10 % of the peak rate.
 
     A network whose parameters need their own rate (the TQL critic's temperatures)

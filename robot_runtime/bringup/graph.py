@@ -54,10 +54,11 @@ GRAPHS = {"sim": (sim_graph, "sim.yaml"), "robot": (robot_graph, "robot.yaml")}
 
 def launch_description(graph: str):
     """A launch_ros LaunchDescription of `graph` (needs a ROS 2 install with launch_ros)."""
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     make_graph, config_file = GRAPHS[graph]
     params_file = LaunchConfiguration("params_file")

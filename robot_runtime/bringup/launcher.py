@@ -48,7 +48,7 @@ class GraphProcesses:
                 "-r", f"__node:={spec.name}", "--params-file", str(self.params_file),
                 "--params-file", str(overrides_file)]
 
-    def start(self) -> "GraphProcesses":
+    def start(self) -> GraphProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
             params = {**spec.parameters, **self.overrides.get(spec.name, {})}
@@ -80,7 +80,7 @@ class GraphProcesses:
                 proc.wait()
         return {name: proc.returncode for name, proc in self.processes.items()}
 
-    def __enter__(self) -> "GraphProcesses":
+    def __enter__(self) -> GraphProcesses:
         return self.start()
 
     def __exit__(self, *exc) -> None:

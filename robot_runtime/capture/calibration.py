@@ -26,10 +26,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from robot_runtime.resources import find_data_file
-
 import yaml
+
 from robot_runtime.files import write_text_atomic
+from robot_runtime.resources import find_data_file
 
 
 class CalibrationError(ValueError):

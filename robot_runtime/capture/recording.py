@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from robot_runtime.episode import CHUNK_STEPS, EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, EpisodeWriter, Step
+from robot_runtime.episode import (
+    CHUNK_STEPS,
+    EpisodeError,
+    EpisodeLayout,
+    EpisodeMetadata,
+    EpisodeStore,
+    EpisodeWriter,
+    Step,
+)
 
 
 @dataclass

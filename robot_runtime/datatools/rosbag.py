@@ -11,9 +11,9 @@ from __future__ import annotations
 import heapq
 import importlib
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import yaml
 
@@ -194,7 +194,7 @@ class Bag:
         for f in self._files:
             f.close()
 
-    def __enter__(self) -> "Bag":
+    def __enter__(self) -> Bag:
         return self
 
     def __exit__(self, *exc) -> None:

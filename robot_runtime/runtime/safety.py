@@ -26,7 +26,7 @@ class WorkspaceLimit:
     high: float
 
     @classmethod
-    def parse(cls, entry: str) -> "WorkspaceLimit":
+    def parse(cls, entry: str) -> WorkspaceLimit:
         """From 'state_name:action_name:low:high', the form a YAML string list can hold."""
         parts = entry.split(":")
         if len(parts) != 4:

@@ -3,8 +3,18 @@ import numpy as np
 import pytest
 
 from robot_runtime.improvement_loop.recap import (
-    NEGATIVE, NUM_BINS, POSITIVE, bin_centers, episode_rewards, indicators, mc_returns, n_step_advantages,
-    normalized_returns, task_thresholds, to_bins)
+    NEGATIVE,
+    NUM_BINS,
+    POSITIVE,
+    bin_centers,
+    episode_rewards,
+    indicators,
+    mc_returns,
+    n_step_advantages,
+    normalized_returns,
+    task_thresholds,
+    to_bins,
+)
 
 
 def flat_index(lengths):

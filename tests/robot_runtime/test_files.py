@@ -5,8 +5,14 @@ import os
 import pytest
 
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore
-from robot_runtime.files import (UnsafeNameError, check_name, replace_atomically, sha256_file, write_bytes_atomic,
-                                 write_json_atomic)
+from robot_runtime.files import (
+    UnsafeNameError,
+    check_name,
+    replace_atomically,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):

@@ -4,9 +4,10 @@ import json
 import random
 
 import pytest
-from bundle_factory import make_reference_bundle
 
 from robot_runtime.bundle import MANIFEST, BundleError, Manifest, ManifestLimits, load_bundle
+
+from bundle_factory import make_reference_bundle
 
 HOSTILE = [None, True, False, 0, -1, 3, 2.5, -1e308, 1e308, 10**9, 10**30, "", "x", "high", "../../etc", "a/b",
            [], [1], ["a", 2], {}, {"x": 1}, [[[[[]]]]], {"name": {"name": {}}}, "é" * 300]

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.capture.recording import AsyncRecorder
+from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
 
 LAYOUT = EpisodeLayout(cameras={"front": (24, 32), "wrist": (24, 32)}, state_names=("a", "b", "c"),
                        action_names=("x", "y"))

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.improvement_loop.data.text import TextEmbedder
+
 from tiny_cycle import TASKS, write_episode
 
 TRAIN = str(Path(sys.executable).with_name("robot-runtime-train"))

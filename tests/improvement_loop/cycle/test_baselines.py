@@ -10,6 +10,7 @@ from robot_runtime.improvement_loop.cycle.baselines import awr_weights, filtered
 from robot_runtime.improvement_loop.cycle.rounds import pretrain, round_data, train_round
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import train_policy
+
 from tiny_cycle import config as tiny_config
 from tiny_cycle import write_episode
 

@@ -6,13 +6,12 @@ import pytest
 from safetensors import safe_open
 
 from robot_runtime.bundle import load_bundle
-from tiny_cycle import LAYOUT, SMALL, TASKS, config, scalars, write_episode
 from robot_runtime.episode import EpisodeLayout, EpisodeStore
 from robot_runtime.improvement_loop.cycle.advantage import episode_folds
-from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult, improve, pretrain, result_path
-from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.cycle.cli import main
-from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
+from robot_runtime.improvement_loop.cycle.rounds import CycleResult, improve, pretrain, result_path
+
+from tiny_cycle import LAYOUT, TASKS, config, scalars, write_episode
 
 
 @pytest.fixture(scope="module")

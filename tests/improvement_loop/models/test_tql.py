@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from robot_runtime.improvement_loop.data.batches import prepare
-from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain
+from robot_runtime.improvement_loop.data.batches import prepare
 from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
+from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.models.layers import EntropyConfig, InputSpec, NetConfig
-from robot_runtime.improvement_loop.models.value import value_network
+from robot_runtime.improvement_loop.models.value import TQLCritic, value_network
 from robot_runtime.improvement_loop.recap import normalized_returns
-from robot_runtime.improvement_loop.models.value import TQLCritic
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig, train_value
+
 from tiny_cycle import SMALL, scalars
 from training_runs import make_store
 

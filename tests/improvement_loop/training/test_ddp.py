@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from robot_runtime.improvement_loop.training.distributed import World
+
 from training_runs import command, difference, make_store, run, work_dirs
 
 VALUE_STEPS, POLICY_STEPS = 12, 6

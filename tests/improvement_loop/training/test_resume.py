@@ -20,6 +20,7 @@ from robot_runtime.improvement_loop.data.batches import Tensors
 from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.training.resume import StaleStateError, state_path
 from robot_runtime.improvement_loop.training.train import TrainConfig, train_value
+
 from training_runs import command, difference, env, make_store, run, work_dirs
 
 VALUE_STEPS, POLICY_STEPS, EVERY = 30, 40, 5

@@ -5,16 +5,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 
-from crash_writer import LAYOUT, episode_steps
 from robot_runtime.episode import EpisodeStore
 
-TRIALS = 20
+from crash_writer import LAYOUT, episode_steps
 from repo import SUPPORT as HERE
+
+TRIALS = 20
 
 
 def assert_matches_sent(ep, run: int, k: int) -> None:
