@@ -91,7 +91,7 @@ class EpisodeLayout:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "EpisodeLayout":
+    def from_json(cls, data: dict) -> EpisodeLayout:
         return cls(
             cameras={name: (int(hw[0]), int(hw[1])) for name, hw in data["cameras"].items()},
             state_names=tuple(data["state_names"]),
@@ -153,7 +153,7 @@ class EpisodeWriter:
     appends are ~40x slower than whole-chunk writes.
     """
 
-    def __init__(self, store: "EpisodeStore", layout: EpisodeLayout, metadata: EpisodeMetadata,
+    def __init__(self, store: EpisodeStore, layout: EpisodeLayout, metadata: EpisodeMetadata,
                  chunk_steps: int = CHUNK_STEPS):
         import zarr
         from zarr.codecs import BloscCodec
@@ -626,7 +626,7 @@ class EpisodeStore:
     def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS) -> EpisodeWriter:
         return EpisodeWriter(self, layout, metadata, chunk_steps)
 
-    def recover(self) -> "Recovery":
+    def recover(self) -> Recovery:
         """Deal with episodes a crash left in staging; call at start-up, before any writer runs.
 
         An episode whose chunk files hold at least one whole step is salvaged: cut to the

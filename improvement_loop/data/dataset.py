@@ -47,7 +47,7 @@ class Stats:
         return {name: np.asarray(value, dtype=np.float64).tolist() for name, value in vars(self).items()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Stats":
+    def from_json(cls, data: dict) -> Stats:
         return cls(**{name: np.asarray(value, dtype=np.float32) for name, value in data.items()})
 
 
@@ -171,7 +171,7 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
     tasks = sorted({episode.task for episode, _ in kept})
     task_of = {task: i for i, task in enumerate(tasks)}
     infos, chunks, masks, start = [], [], [], 0
-    for i, (episode, arrays) in enumerate(kept):
+    for episode, arrays in kept:
         infos.append(EpisodeInfo(episode.episode_id, task_of[episode.task], episode.outcome == "success",
                                  episode.steps, start, str(episode.meta.get("policy_version", ""))))
         chunk, mask = chunk_targets(arrays["action"], arrays["held"], chunk_length)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.episode import OUTCOMES, REQUIRED_ATTRS, CommitRecord, Episode, EpisodeError, EpisodeStore
 from robot_runtime.datatools.viewer import spans, write_html, write_mp4
+from robot_runtime.episode import OUTCOMES, REQUIRED_ATTRS, CommitRecord, Episode, EpisodeError, EpisodeStore
 
 
 def _open_store(root: str) -> EpisodeStore:
@@ -287,7 +287,7 @@ def _mapping_from_args(args) -> dict:
         try:
             data = yaml.safe_load(Path(args.mapping).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
-            raise SystemExit(f"error: {args.mapping}: cannot read mapping ({err})")
+            raise SystemExit(f"error: {args.mapping}: cannot read mapping ({err})") from None
         if not isinstance(data, dict):
             raise SystemExit(f"error: {args.mapping}: the mapping must be a YAML mapping of keys")
     for key, value in (("task", args.task), ("outcome", args.outcome), ("robot_id", args.robot_id),

@@ -4,9 +4,16 @@ import json
 import numpy as np
 import pytest
 
-from robot_runtime.episode import (COMMIT_MARKER, SCHEMA_VERSION, EpisodeError, EpisodeLayout, EpisodeMetadata,
-                                   EpisodeStore, Step)
 from robot_runtime.capture.recording import AsyncRecorder
+from robot_runtime.episode import (
+    COMMIT_MARKER,
+    SCHEMA_VERSION,
+    EpisodeError,
+    EpisodeLayout,
+    EpisodeMetadata,
+    EpisodeStore,
+    Step,
+)
 from robot_runtime.files import sha256_file
 
 LAYOUT = EpisodeLayout(cameras={"front": (24, 32)}, state_names=("a", "b", "c"), action_names=("x", "y"))

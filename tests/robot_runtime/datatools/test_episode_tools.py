@@ -21,10 +21,11 @@ import yaml
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
-from bag_factory import write_mcap_bag, write_sqlite3_bag
 from robot_runtime.datatools.bag_import import BagImportError, BagMapping, import_bag
-from robot_runtime.episode import EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.datatools.cli import main as cli
+from robot_runtime.episode import EpisodeMetadata, EpisodeStore, Step
+
+from bag_factory import write_mcap_bag, write_sqlite3_bag
 
 MS = 1_000_000
 DT = 100 * MS  # 10 Hz
