@@ -465,10 +465,10 @@ def _is_file_table(files) -> bool:
     if not isinstance(files, dict):
         return False
     for name, entry in files.items():
-        try:
+        try:  # JSON keys are text
             for part in name.split("/"):
                 check_name(part)
-        except (AttributeError, UnsafeNameError):
+        except UnsafeNameError:
             return False
         if name in UNRECORDED or not isinstance(entry, dict) or not _is_count(entry.get("bytes")) \
                 or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
