@@ -294,11 +294,13 @@ def test_installer_killed_mid_install_leaves_the_old_model_current(fleet):
         assert list(store.staging_dir.iterdir()) == [] and set(installed(store)) == set(state.recent)
         if state.current != new:  # re-delivered after the restart, it installs
             assert store.install(release).installed
+        else:  # it finished before the kill: aim earlier, so kills keep landing inside installs on a fast machine
+            install_s *= 0.8
         assert store.state().current == new
         shutil.rmtree(release)
     reader.stop.set()
     reader.join()
-    print(f"{KILL_TRIALS} kills within {1.3 * install_s:.2f} s of an install starting: {dict(outcomes)}; "
+    print(f"{KILL_TRIALS} kills within ~{1.3 * install_s:.2f} s of an install starting: {dict(outcomes)}; "
           f"a concurrent reader loaded current {reader.loads} times, {len(reader.failures)} failures")
     assert reader.failures == [] and reader.loads > KILL_TRIALS
     assert sum(n for k, n in outcomes.items() if k != "install completed") >= KILL_TRIALS // 3
