@@ -51,14 +51,16 @@ def fsync_tree(root: str | os.PathLike) -> None:
         fsync_path(dirpath)
 
 
-def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> Path:
     """Have `write(tmp)` create a temporary sibling, then make it `path` durably; returns `path`.
 
     Readers see the old file or the new one, never a partial one, before or after a crash.
-    The temporary file is removed if `write` fails.
+    The temporary file is removed if `write` fails. `mode` is set before anything is written
+    (0o644: other users, e.g. a training job, may read; 0o600 for secrets, never readable by others).
     """
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -72,8 +74,8 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -
     return path
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    return replace_atomically(path, lambda tmp: tmp.write_bytes(data))
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
+    return replace_atomically(path, lambda tmp: tmp.write_bytes(data), mode)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

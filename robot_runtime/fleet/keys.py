@@ -78,8 +78,7 @@ def create_release_key(directory: str | os.PathLike, name: str) -> tuple[Path, P
                                    serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    write_bytes_atomic(secret, secret_pem)
-    os.chmod(secret, 0o600)
+    write_bytes_atomic(secret, secret_pem, mode=0o600)
     write_bytes_atomic(public, public_pem)
     return public, secret
 

@@ -1,6 +1,7 @@
 """Durable files and safe names: the helpers every writer and every path built from outside input go through."""
 import json
 import os
+import stat
 
 import pytest
 
@@ -75,3 +76,10 @@ def test_an_episode_id_from_outside_never_becomes_a_path_outside_the_store(tmp_p
 def test_sha256_of_a_file(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_files_are_readable_by_others_unless_secret(tmp_path):
+    write_bytes_atomic(tmp_path / "commit.json", b"{}")
+    write_bytes_atomic(tmp_path / "secret.pem", b"k", mode=0o600)
+    assert stat.S_IMODE(os.stat(tmp_path / "commit.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "secret.pem").st_mode) == 0o600
