@@ -9,6 +9,13 @@ is merged when it lands (latency compensated, blended, see scheduler.py). The
 first chunk of an episode, and the first after the operator hands control back,
 are computed inline: there is nothing valid to execute yet.
 
+Synchronous mode (`realtime=False`, for simulated time: rollouts, benchmarks,
+tests) starts no thread: every chunk the scheduler wants is inferred inline on
+the tick that asks for it, as if inference took no time (lead 0, so it lands on
+the tick it was requested and skips nothing). It goes through the same
+adoption, prefix, blending, replan and hot swap code as the real-time mode, so
+a simulated episode executes chunks the way the robot does.
+
 Hot swap: a new bundle is loaded and warmed by the caller, then `stage()`d; the
 next inference request runs on it, and only a valid chunk from it makes the
 swap, so a bundle that yields NaN never drives the robot. If the new bundle
@@ -72,8 +79,10 @@ def io_signature(runner: PolicyRunner) -> tuple:
 
 
 class PolicyExecutor:
-    def __init__(self, runner: PolicyRunner, execution_horizon: int = 0, blend_steps: int = 2):
+    def __init__(self, runner: PolicyRunner, execution_horizon: int = 0, blend_steps: int = 2,
+                 realtime: bool = True):
         self.runner = runner
+        self.realtime = realtime
         self.stats = ExecutorStats()
         horizon = execution_horizon or max(1, runner.manifest.chunk_length // 2)
         self.scheduler = ChunkScheduler(min(horizon, runner.manifest.chunk_length), blend_steps)
@@ -84,15 +93,18 @@ class PolicyExecutor:
         self._replan = False
         # Start the next inference this many ticks early: the recent 90th-percentile latency,
         # recomputed when a chunk lands (not every tick: the percentile is a tick's largest cost).
-        self._lead = 1
+        # Synchronous: 0, inference takes no simulated time.
+        self._lead = 1 if realtime else 0
         self._episode = 0
         self._cond = threading.Condition()
         self._request = None  # (episode, tick, images, state, runner, prefix, prefix weights)
         self._result = None   # (episode, tick, runner, chunk | exception, milliseconds)
         self._busy = False
         self._stop = False
-        self._thread = threading.Thread(target=self._work, name="policy-inference", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if realtime:
+            self._thread = threading.Thread(target=self._work, name="policy-inference", daemon=True)
+            self._thread.start()
 
     @property
     def period_s(self) -> float:
@@ -136,21 +148,25 @@ class PolicyExecutor:
         self._tick += 1
         self.stats.ticks += 1
         self._collect(tick, result.events)
-        if tick == 0 or self._replan:
+        wanted = self.scheduler.wants_chunk(tick, self._lead)
+        # Inline: at episode start or after a replan (nothing valid planned yet), and every chunk when synchronous.
+        if tick == 0 or self._replan or (wanted and not self.realtime):
             self._replan = False
             started = time.perf_counter()
-            self._infer_inline(tick, images, state, result.events)  # episode start: nothing planned yet
+            self._infer_inline(tick, images, state, result.events)
             result.inline_ms = (time.perf_counter() - started) * 1000.0
-        elif self.scheduler.wants_chunk(tick, self._lead):
+        elif wanted:
             self._submit(tick, images, state)
         result.action = self.scheduler.action(tick)
         if result.action is None:
             self.stats.holds += 1
-            if tick > 0:
+            if tick == 0:
+                result.reason = "no plan yet"
+            elif self.realtime:
                 self.stats.deadline_misses += 1
                 result.reason = "inference missed its deadline: no planned action for this tick"
             else:
-                result.reason = "no plan yet"
+                result.reason = "inference failed and the plan ran out: no planned action for this tick"
         return result
 
     def _submit(self, tick: int, images, state) -> None:
@@ -158,15 +174,19 @@ class PolicyExecutor:
             if self._busy or self._request is not None:
                 return
             runner = self._staged or self.runner
-            prefix = self.scheduler.committed(tick, runner.manifest.chunk_length)
-            weights = prefix_weights(len(prefix), self._lead)
-            self._request = (self._episode, tick, images, state, runner, prefix, weights)
+            self._request = (self._episode, tick, images, state, runner, *self._prefix(tick, runner))
             self._cond.notify_all()
 
+    def _prefix(self, tick: int, runner: PolicyRunner) -> tuple[np.ndarray, np.ndarray]:
+        """What the current plan commits from `tick` on (none after a reset), and how firmly to keep it."""
+        prefix = self.scheduler.committed(tick, runner.manifest.chunk_length)
+        return prefix, prefix_weights(len(prefix), self._lead)
+
     def _infer_inline(self, tick: int, images, state, events: list[str]) -> None:
-        """Plan from this observation now; if a staged bundle fails here, the active one plans instead."""
+        """Plan from this observation now, given what the current plan commits (if anything is planned);
+        if a staged bundle fails here, the active one plans instead."""
         for runner in [r for r in (self._staged, self.runner) if r is not None]:
-            outcome, ms = self._run(runner, images, state)
+            outcome, ms = self._run(runner, images, state, *self._prefix(tick, runner))
             self._adopt(tick, tick, runner, outcome, ms, events)
             if not isinstance(outcome, Exception):
                 return
@@ -190,8 +210,9 @@ class PolicyExecutor:
 
     def _adopt(self, obs_tick: int, tick: int, runner: PolicyRunner, outcome, ms: float, events: list[str]) -> None:
         self.stats.inference_ms.append(ms)
-        p90 = float(np.percentile(self.stats.inference_ms, 90)) / 1000.0
-        self._lead = max(1, math.ceil(p90 / self.period_s))
+        if self.realtime:
+            p90 = float(np.percentile(self.stats.inference_ms, 90)) / 1000.0
+            self._lead = max(1, math.ceil(p90 / self.period_s))
         if isinstance(outcome, Exception):
             self._reject(runner, outcome, events)
             return
@@ -234,4 +255,5 @@ class PolicyExecutor:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,4 +1,5 @@
 """Chunk scheduling and the policy executor: latency compensation, blending, deadlines, hot swap."""
+import threading
 import time
 
 import numpy as np
@@ -146,4 +147,115 @@ def test_realtime_chunking_bundle_continues_the_committed_plan(tmp_path):
     executor.start_episode(TASK)
     results = run_ticks(executor, runner, 12, period=0.01, state=np.full(21, 0.5, np.float32))
     assert all(r.action is not None for r in results)
+    executor.close()
+
+
+# -- synchronous mode (simulated time: rollouts, benchmarks) -------------------------------------
+
+def sync_executor(runner, **kwargs):
+    return PolicyExecutor(runner, realtime=False, **kwargs)
+
+
+def record_inferences(runner):
+    """Wrap `runner.infer` to keep (prefix, weights, chunk) of every call."""
+    calls, infer = [], runner.infer
+
+    def recording(images, state, prefix=None, weights=None):
+        chunk = infer(images, state, prefix, weights)
+        calls.append((prefix, weights, chunk))
+        return chunk
+
+    runner.infer = recording
+    return calls
+
+
+def test_synchronous_mode_starts_no_thread_and_infers_on_the_tick_that_asks(tmp_path):
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "b").path)
+    before = set(threading.enumerate())
+    executor = sync_executor(runner, execution_horizon=4)
+    executor.start_episode(TASK)
+    results = run_ticks(executor, runner, 20, period=0)
+    assert set(threading.enumerate()) == before
+    assert all(r.action is not None for r in results)
+    assert [k for k, r in enumerate(results) if r.inline_ms > 0] == [0, 4, 8, 12, 16]  # no lead: lands at once
+    assert executor.stats.chunks == 5 and executor.stats.holds == executor.stats.deadline_misses == 0
+    executor.close()
+
+
+def test_synchronous_mode_executes_what_realtime_executes_when_inference_is_instant(tmp_path):
+    """Real time asks a tick early (lead 1) and skips the action already due; in simulated time the
+    chunk is asked for and lands on the same tick. With the state changing only between chunk
+    boundaries both see the same observation, so the robot gets the same actions, blending included."""
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "b").path)
+    states = [np.full(21, 0.1 * ((k + 2) // 4), np.float32) for k in range(16)]
+    actions = {}
+    for realtime in (True, False):
+        executor = PolicyExecutor(runner, execution_horizon=4, blend_steps=2, realtime=realtime)
+        executor.start_episode(TASK)
+        actions[realtime] = []
+        for state in states:
+            actions[realtime].append(executor.tick(images_for(runner), state).action)
+            time.sleep(0.03 if realtime else 0)  # long enough for every background chunk to land
+        assert executor.stats.chunks == 4 and executor.stats.holds == 0
+        executor.close()
+    np.testing.assert_allclose(np.array(actions[False]), np.array(actions[True]), atol=1e-6)
+    assert np.abs(np.diff(np.array(actions[False]), axis=0)).max() > 0.01  # the plan did change
+
+
+def test_synchronous_replan_after_handback_plans_from_the_new_observation(tmp_path):
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "b").path)
+    executor = sync_executor(runner, execution_horizon=4)
+    executor.start_episode(TASK)
+    run_ticks(executor, runner, 3, period=0)
+    executor.replan()
+    moved = np.full(21, 0.5, np.float32)  # the operator moved the robot meanwhile
+    result = executor.tick(images_for(runner), moved)
+    expected = runner.infer(images_for(runner), moved)[0]
+    assert result.inline_ms > 0 and np.allclose(result.action, expected, atol=1e-6)  # not blended with the old plan
+    executor.close()
+
+
+def test_synchronous_mode_gives_a_realtime_chunking_bundle_the_committed_prefix(tmp_path):
+    from robot_runtime.runtime.executor import prefix_weights
+
+    runner = PolicyRunner.load(make_reference_bundle(tmp_path / "rtc", realtime_chunking=True).path)
+    calls = record_inferences(runner)
+    executor = sync_executor(runner, execution_horizon=4, blend_steps=2)
+    executor.start_episode(TASK)
+    run_ticks(executor, runner, 4, period=0, state=np.zeros(21, np.float32))
+    later = run_ticks(executor, runner, 4, period=0, state=np.full(21, 0.5, np.float32))
+    (first_prefix, _, first), (prefix, weights, second) = calls
+    assert len(first_prefix) == 0  # episode start: nothing committed
+    np.testing.assert_array_equal(prefix, first[4:8])  # what chunk 0 plans for ticks 4..7
+    np.testing.assert_array_equal(weights, prefix_weights(4, frozen=0))  # it lands at once: nothing frozen
+    # Nothing skipped: past the 2 blend steps, tick 4 + m executes the new chunk's action m.
+    np.testing.assert_allclose([r.action for r in later[2:]], second[2:4], atol=1e-6)
+    executor.close()
+
+
+def test_synchronous_hot_swap_happens_at_the_next_chunk_boundary(tmp_path):
+    old = PolicyRunner.load(make_reference_bundle(tmp_path / "old", version="old").path)
+    new = PolicyRunner.load(make_reference_bundle(tmp_path / "new", version="new", seed=1).path)
+    executor = sync_executor(old, execution_horizon=4)
+    executor.start_episode(TASK)
+    run_ticks(executor, old, 2, period=0)
+    executor.stage(new)
+    results = run_ticks(executor, old, 6, period=0)  # ticks 2..7; the boundary is tick 4
+    assert [e for r in results for e in r.events] == ["swapped to reference@new at tick 4"]
+    assert executor.runner is new and executor.stats.swaps == 1
+    np.testing.assert_allclose(results[-1].action, new.infer(images_for(new), np.zeros(21, np.float32))[0],
+                               atol=1e-6)
+    executor.close()
+
+
+def test_synchronous_mode_keeps_the_old_bundle_on_the_same_tick_when_the_new_one_fails(tmp_path):
+    old = PolicyRunner.load(make_reference_bundle(tmp_path / "old", version="old").path)
+    bad = PolicyRunner.load(make_reference_bundle(tmp_path / "bad", version="bad", nan_above=0.5).path)
+    executor = sync_executor(old, execution_horizon=4)
+    executor.start_episode(TASK)
+    executor.stage(bad)
+    results = run_ticks(executor, old, 12, period=0, state=np.ones(21, np.float32))
+    assert executor.runner is old and executor.staged is None and executor.stats.rollbacks == 1
+    assert any("rejected new bundle reference@bad" in e for e in results[0].events)
+    assert all(r.action is not None for r in results)  # the old bundle planned in its place: no hold
     executor.close()
