@@ -129,7 +129,9 @@ class Reply:
 def parse_request(frames: list) -> Offer | Chunk | Labels:
     """A robot's message, from raw frames (bytes, memoryviews or zmq.Frames' buffers)."""
     header = _parse_header(frames)
-    parse = {"offer": parse_offer, "chunk": parse_chunk, "labels": parse_labels}.get(header.get("type"))
+    kind = header.get("type")
+    parse = {"offer": parse_offer, "chunk": parse_chunk, "labels": parse_labels}.get(kind if isinstance(kind, str)
+                                                                                     else "")
     if parse is None:
         raise ProtocolError(f"type {header.get('type')!r} is not a request (offer, chunk or labels)")
     return parse(header, frames[1:])
