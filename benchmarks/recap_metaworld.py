@@ -23,9 +23,10 @@ Per task and seed:
   demonstrations or rollouts).
 
 Everything runs through the product's code: `MetaWorldRobot`, `ScriptedOperator`, `run_episode`
-(PolicyRunner on ONNX Runtime, ActionChunkQueue, EpisodeWriter into a Zarr EpisodeStore),
-`pretrain` / `round_data` / `train_round` and the exported bundles. No DDS: the simulator steps
-as fast as it can.
+(PolicyRunner on ONNX Runtime, executed by the robot's PolicyExecutor in synchronous mode with
+policy_node's execution horizon, blending and real-time-chunking prefix; EpisodeWriter into a Zarr
+EpisodeStore), `pretrain` / `round_data` / `train_round` and the exported bundles. No DDS: the
+simulator steps as fast as it can.
 
 Observations: `--obs state` gives the policy and value the 21 named state entries (hand, gripper,
 object poses, goal) and no cameras; `--obs pixels` adds the product's two 96x96 cameras (corner,
@@ -79,6 +80,7 @@ from robot_runtime.improvement_loop.metrics import EpisodeOutcome, summarize, wi
 from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
+from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.runtime.policy import PolicyRunner
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
@@ -91,6 +93,8 @@ DEFAULT_DEMOS = {"push-v3": 6, "pick-place-v3": 8, "coffee-push-v3": 3}
 METHODS = ("bc", "filtered_bc", "awr", "recap_beta1", "recap_beta2")
 EVAL_SEED_BASE = 900_000            # held-out layouts; training layouts are below 100_000 * (seeds + 1)
 CONTROL_RATE_HZ = 20.0
+# How chunks are executed; part of a cached result's fingerprint (results from another executor are not reused).
+EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution horizon and blend steps"
 
 
 @dataclass
@@ -116,7 +120,7 @@ class BenchConfig:
         """What a cached (task, seed) result depends on."""
         return {"task": task, "rounds": self.rounds, "eval_episodes": self.eval_episodes,
                 "demos": self.demos.get(task), "demo_noise": self.demo_noise, "rollouts": self.rollouts,
-                "obs": self.obs, "max_steps": self.max_steps, "diagnostics": self.diagnostics,
+                "obs": self.obs, "max_steps": self.max_steps, "diagnostics": self.diagnostics, "executor": EXECUTOR,
                 **({} if self.corrections else {"corrections": False}),
                 "cycle": asdict(cycle_config(self, 0))}
 
@@ -150,7 +154,8 @@ def load_runner(bundle_path: str, seed: int, beta: float | None = None) -> Polic
 def run_many(robot: MetaWorldRobot, layouts: range, policy: PolicyRunner | None = None,
              operator: ScriptedOperator | None = None, store: EpisodeStore | None = None,
              campaign: str = "") -> list[RolloutResult]:
-    return [run_episode(robot, seed, policy, operator, store, campaign=campaign, control_rate_hz=CONTROL_RATE_HZ)
+    executor = PolicyExecutor(policy, realtime=False) if policy is not None else None
+    return [run_episode(robot, seed, executor, operator, store, campaign=campaign, control_rate_hz=CONTROL_RATE_HZ)
             for seed in layouts]
 
 
@@ -501,6 +506,7 @@ def run(cfg: BenchConfig) -> dict:
             "eval_episodes": cfg.eval_episodes, "eval_layouts": f"seeds {EVAL_SEED_BASE}..{EVAL_SEED_BASE + cfg.eval_episodes - 1}",
             "demos": {t: cfg.demos[t] for t in cfg.tasks}, "demo_noise": cfg.demo_noise,
             "rollouts_per_round": cfg.rollouts, "max_steps": cfg.max_steps, "control_rate_hz": CONTROL_RATE_HZ,
+            "executor": EXECUTOR,
             "collector": "round 1: the round-0 BC policy; round k > 1: RECAP (beta 1) of round k-1",
             "operator": asdict(OperatorConfig(mode="correct" if cfg.corrections else "off")),
             "cycle": asdict(cycle_config(cfg, 0)), "quick": cfg.quick, "code": code,

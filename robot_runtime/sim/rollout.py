@@ -2,9 +2,11 @@
 
 The benchmarks drive thousands of episodes; doing that over DDS at the control
 rate would take days. This loop runs the same pieces the nodes wrap — the
-bundle's `PolicyRunner`, `ActionChunkQueue`, `TeleopArbiter` semantics (an
-engaged operator overrides the policy), the `EpisodeWriter` — as fast as the
-simulator steps.
+robot's `PolicyExecutor` (synchronous: each chunk is inferred on the tick that
+wants it, so simulated time never waits for inference; blending, the
+real-time-chunking prefix and replanning as on the robot), `TeleopArbiter`
+semantics (an engaged operator overrides the policy), the `EpisodeWriter` — as
+fast as the simulator steps.
 """
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_runtime.runtime.chunking import ActionChunkQueue
 from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
-from robot_runtime.runtime.policy import PolicyRunner
+from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot
 from robot_runtime.sim.operator import ScriptedOperator
 
@@ -33,44 +34,47 @@ def sim_layout(robot: MetaWorldRobot) -> EpisodeLayout:
     return EpisodeLayout(cameras=cameras, state_names=STATE_NAMES, action_names=ACTION_NAMES)
 
 
-def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyRunner | None = None,
+def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None = None,
                 operator: ScriptedOperator | None = None, store: EpisodeStore | None = None,
-                execution_horizon: int | None = None, campaign: str = "", control_rate_hz: float = 20.0
-                ) -> RolloutResult:
+                campaign: str = "", control_rate_hz: float = 20.0) -> RolloutResult:
     """Run one episode from layout `seed`; record it into `store` if given.
 
-    Each step the operator (if any) decides first; when it is not engaged the
-    policy's current chunk supplies the action. When the operator hands back, the
-    policy replans from the current observation instead of resuming a stale chunk.
+    `policy` is a synchronous `PolicyExecutor(runner, realtime=False)`; its execution
+    horizon and blend steps default to policy_node's. Each step the operator (if any)
+    decides first; when it is not engaged the executor's tick supplies the action.
+    When the operator hands back, the executor replans from the current observation
+    instead of resuming a stale plan.
     """
     if policy is None and operator is None:
         raise ValueError("an episode needs a policy, an operator, or both")
+    if policy is not None and policy.realtime:
+        raise ValueError("simulated time needs a synchronous executor: PolicyExecutor(runner, realtime=False)")
     obs = robot.reset(seed)
     if operator is not None:
         operator.reset()
-    queue = None
     if policy is not None:
-        policy.select_task(robot.instruction)
-        horizon = execution_horizon or max(1, policy.manifest.chunk_length // 2)
-        queue = ActionChunkQueue(horizon)
+        policy.start_episode(robot.instruction)
     writer = None
     if store is not None:
         writer = store.writer(sim_layout(robot), EpisodeMetadata(
             task=robot.instruction, robot_id="sim-inprocess", control_rate_hz=control_rate_hz,
-            policy_version=policy.bundle.label if policy else "",
+            policy_version=policy.runner.bundle.label if policy else "",
             extra={"env_name": robot.config.env_name, "seed": seed, "campaign": campaign}))
     interventions = 0
+    was_engaged = False
     step_time = 1.0 / control_rate_hz
     while not (robot.success or robot.timed_out):
         engaged, action = operator.step(obs.state) if operator is not None else (False, None)
         proposal = None
         if policy is not None and not engaged:
-            if queue.needs_chunk():
-                queue.push(policy.infer(obs.images, obs.state))
-            proposal = queue.pop()
-            action = proposal
-        elif queue is not None:
-            queue.clear()  # the operator has control: replan when it hands back
+            if was_engaged:
+                policy.replan()  # the operator moved the arm: the old plan describes a robot that is gone
+            result = policy.tick(obs.images, obs.state)
+            if result.action is None:  # inference cannot be late in simulated time: the bundle failed
+                raise RuntimeError(f"{policy.runner.bundle.label} gave no action at step {robot.steps} of layout "
+                                   f"{seed}: {result.reason} ({'; '.join(result.events)})")
+            proposal = action = result.action
+        was_engaged = engaged
         interventions += engaged
         if writer is not None:
             writer.append(Step(timestamp=robot.steps * step_time, images=obs.images, state=obs.state,

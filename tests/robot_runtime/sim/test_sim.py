@@ -1,4 +1,7 @@
-"""The simulated robot and its scripted operator, without ROS."""
+"""The simulated robot, its scripted operator and the in-process rollout, without ROS."""
+import itertools
+import math
+
 import numpy as np
 import pytest
 
@@ -56,22 +59,80 @@ def test_bad_inputs_are_refused(robot):
         ScriptedOperator("push-v3", OperatorConfig(mode="sometimes"))
 
 
-def test_in_process_rollout_records_corrections(tmp_path):
+@pytest.fixture
+def state_robot():
+    r = MetaWorldRobot(SimConfig(env_name="push-v3", max_steps=60, render=False))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def state_policy(tmp_path):
     from bundle_factory import make_reference_bundle
-    from robot_runtime.episode import EpisodeStore
     from robot_runtime.runtime.policy import PolicyRunner
+
+    return PolicyRunner.load(make_reference_bundle(tmp_path / "b", cameras=()).path)
+
+
+def test_in_process_rollout_records_corrections(tmp_path, state_robot, state_policy):
+    from robot_runtime.episode import EpisodeStore
+    from robot_runtime.runtime.executor import PolicyExecutor
     from robot_runtime.sim.rollout import run_episode
 
-    robot = MetaWorldRobot(SimConfig(env_name="push-v3", max_steps=60, render=False))
     store = EpisodeStore(tmp_path / "store")
-    policy = PolicyRunner.load(make_reference_bundle(tmp_path / "b", cameras=()).path)
+    executor = PolicyExecutor(state_policy, realtime=False)
     operator = ScriptedOperator("push-v3", OperatorConfig(mode="correct", stall_steps=10))
-    result = run_episode(robot, 5, policy, operator, store)
+    result = run_episode(state_robot, 5, executor, operator, store)
     ep = store.open(result.episode_id)
-    assert ep.steps == result.steps == robot.steps and ep.layout.cameras == {}
+    assert ep.steps == result.steps == state_robot.steps and ep.layout.cameras == {}
     interventions = ep.array("intervention")
     assert interventions.sum() == result.intervention_steps > 0
     proposals = ep.array("policy_action")
     assert np.isfinite(proposals[~interventions]).all() and np.isnan(proposals[interventions]).all()
     np.testing.assert_array_equal(ep.array("action")[~interventions], proposals[~interventions])
-    robot.close()
+    # The policy plans afresh at each hand-back, then every execution horizon (half the chunk).
+    horizon = state_policy.manifest.chunk_length // 2
+    spans = [len(list(steps)) for engaged, steps in itertools.groupby(interventions) if not engaged]
+    assert len(spans) > 1 and executor.stats.chunks == sum(math.ceil(n / horizon) for n in spans)
+    assert executor.stats.holds == 0
+    # The same executor drives the next episode, as on the robot; it starts from a fresh plan.
+    chunks = executor.stats.chunks
+    alone = run_episode(state_robot, 6, executor)
+    assert executor.stats.chunks - chunks == math.ceil(alone.steps / horizon)
+
+
+def test_rollout_executes_chunks_as_policy_node_does(state_policy):
+    """The sim runs what the robot runs: the executor's defaults are policy_node's configured parameters."""
+    import inspect
+
+    import yaml
+
+    from robot_runtime.resources import share_dir
+    from robot_runtime.runtime.executor import PolicyExecutor
+
+    defaults = inspect.signature(PolicyExecutor).parameters
+    for config in ("sim.yaml", "robot.yaml"):
+        node = yaml.safe_load((share_dir("config") / config).read_text())["policy_node"]["ros__parameters"]
+        for name in ("execution_horizon", "blend_steps"):
+            assert node.get(name, defaults[name].default) == defaults[name].default, (config, name)
+    executor = PolicyExecutor(state_policy, realtime=False)
+    assert executor.scheduler.execution_horizon == state_policy.manifest.chunk_length // 2
+    assert executor.scheduler.blend_steps == 2
+
+
+def test_rollout_refuses_a_realtime_executor_and_a_bundle_that_gives_no_action(state_robot, state_policy):
+    from robot_runtime.runtime.executor import PolicyExecutor
+    from robot_runtime.runtime.policy import PolicyOutputError
+    from robot_runtime.sim.rollout import run_episode
+
+    realtime = PolicyExecutor(state_policy)
+    with pytest.raises(ValueError, match="synchronous"):
+        run_episode(state_robot, 0, realtime)
+    realtime.close()
+
+    def broken(*args):
+        raise PolicyOutputError("bundle reference@v1 produced NaN or inf actions")
+
+    state_policy.infer = broken
+    with pytest.raises(RuntimeError, match="no action at step 0 .* NaN or inf"):
+        run_episode(state_robot, 0, PolicyExecutor(state_policy, realtime=False))
