@@ -286,7 +286,7 @@ def _bytes(frame, what: str, limit: int) -> bytes | memoryview:
 def _int(header: dict, key: str, low: int, high: int) -> int:
     value = header[key]
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ProtocolError(f"{key}: {str(value)[:40]!r} is not an integer in [{low}, {high}]")
+        raise ProtocolError(f"{key}: {repr(value)[:40]} is not an integer in [{low}, {high}]")
     return value
 
 
