@@ -4,8 +4,8 @@ import os
 import sqlite3
 
 import pytest
-
 from fleet_world import write_episode
+
 from robot_runtime.episode import LABELS, EpisodeStore
 from robot_runtime.fleet.protocol import content_sha256, describe_episode
 from robot_runtime.improvement_loop.fleet.catalog import Catalog, repair, row_for
