@@ -71,6 +71,7 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
     from robot_runtime.capture.disk_guard import tree_bytes
     from robot_runtime.episode import EpisodeStore
     from robot_runtime.bringup.launcher import GraphProcesses
+    from robot_runtime.messages import EpisodeEnd, EpisodeStart
     from robot_runtime.nodes import ros_io
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
@@ -104,12 +105,12 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
                 if now >= episode_end:
                     if episode_ids:  # the last tick's command, then the end, as a robot driver would
                         executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, pending, "policy"))
-                        events.publish(ros_io.json_msg(event="end", episode_id=episode_ids[-1], success=True,
-                                                       reason="success", steps=ticks_in_episode))
+                        events.publish(ros_io.to_string_msg(EpisodeEnd(
+                            episode_id=episode_ids[-1], reason="success", steps=ticks_in_episode, success=True)))
                     episode_ids.append(f"bench-{len(episode_ids)}")
-                    events.publish(ros_io.json_msg(event="start", episode_id=episode_ids[-1], task="bench",
-                                                   control_rate_hz=CAMERA_HZ,
-                                                   stamp_ns=node.get_clock().now().nanoseconds))
+                    events.publish(ros_io.to_string_msg(EpisodeStart(
+                        episode_id=episode_ids[-1], task="bench", robot_id="bench", control_rate_hz=CAMERA_HZ,
+                        stamp_ns=node.get_clock().now().nanoseconds)))
                     episode_end, ticks_in_episode, pending = now + episode_seconds, 0, None
                     last_state_stamp, next_state = 0, now  # the first step needs a state of this episode
                 if now >= next_state:
@@ -127,8 +128,8 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
                     next_tick += 1.0 / CAMERA_HZ
                 time.sleep(max(0.0, min(next_state, next_tick) - time.monotonic()))
             executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, pending, "policy"))
-            events.publish(ros_io.json_msg(event="end", episode_id=episode_ids[-1], success=True, reason="success",
-                                           steps=ticks_in_episode))
+            events.publish(ros_io.to_string_msg(EpisodeEnd(episode_id=episode_ids[-1], reason="success",
+                                                           steps=ticks_in_episode, success=True)))
             for episode_id in episode_ids:
                 client.wait_for_commit(episode_id, 60)
             cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start) * 100

@@ -86,6 +86,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     from sensor_msgs.msg import JointState
 
     from robot_runtime.bringup.launcher import GraphProcesses
+    from robot_runtime.messages import EpisodeStart
     from robot_runtime.nodes import ros_io
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for
@@ -121,8 +122,9 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
         state_pub = node.create_publisher(JointState, ros_io.STATE_TOPIC, ros_io.STREAM_QOS)
         events = node.create_publisher(String, ros_io.EPISODE_EVENTS_TOPIC, ros_io.LATCHED_QOS)
         time.sleep(1.0)
-        events.publish(ros_io.json_msg(event="start", episode_id="latency", task=instruction_for("push-v3"),
-                                       stamp_ns=node.get_clock().now().nanoseconds))
+        events.publish(ros_io.to_string_msg(EpisodeStart(
+            episode_id="latency", task=instruction_for("push-v3"), robot_id="bench", control_rate_hz=rate,
+            stamp_ns=node.get_clock().now().nanoseconds)))
         time.sleep(0.5)
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(4)]

@@ -1,7 +1,9 @@
 """A client of a running graph: start episodes, wait for their end and commit, set parameters.
 
 Used by the demo, the benchmark's DDS mode and the tests; it is what an operator
-console or a fleet agent does over ROS 2 services, topics and parameters.
+console or a fleet agent does over ROS 2 services, topics and parameters. Events and
+status are parsed by `robot_runtime.messages` (malformed ones are logged and dropped)
+and kept as their `to_dict()`, every field present, for scripts that read keys.
 """
 from __future__ import annotations
 
@@ -12,13 +14,19 @@ import rclpy
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from robot_runtime.messages import (
+    EpisodeCommitted,
+    MessageError,
+    parse_episode_event,
+    parse_policy_status,
+    parse_recorder_status,
+)
 from robot_runtime.nodes import ros_io
-
 
 REPLY_DISCOVERY_S = 0.3  # DDS discovery of a new client's reply reader on loopback, with margin for a loaded host
 
@@ -48,33 +56,42 @@ class GraphClient:
         self._clients: dict = {}  # service name -> rclpy Client, see _client
         self.policy_status: dict = {}
         self.node.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC,
-                                      lambda m: self._record(self.events.append, m), ros_io.LATCHED_QOS)
-        self.node.create_subscription(String, ros_io.RECORDER_STATUS_TOPIC, self._on_recorder, ros_io.LATCHED_QOS)
+                                      lambda m: self._record(parse_episode_event, m, self._on_event),
+                                      ros_io.LATCHED_QOS)
+        self.node.create_subscription(String, ros_io.RECORDER_STATUS_TOPIC,
+                                      lambda m: self._record(parse_recorder_status, m, self._on_recorder),
+                                      ros_io.LATCHED_QOS)
         self.node.create_subscription(String, ros_io.POLICY_STATUS_TOPIC,
-                                      lambda m: self._record(self._set_policy_status, m), ros_io.LATCHED_QOS)
+                                      lambda m: self._record(parse_policy_status, m, self._on_policy_status),
+                                      ros_io.LATCHED_QOS)
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()
 
-    def _record(self, store, msg: String) -> None:
+    def _record(self, parse, msg: String, store) -> None:
+        try:
+            message = parse(msg.data)
+        except MessageError as err:
+            self.node.get_logger().warning(f"ignoring {err}", throttle_duration_sec=1.0)
+            return
         with self._lock:
-            store(ros_io.parse_json_msg(msg))
+            store(message)
             self._lock.notify_all()
 
     def _notify(self) -> None:
         with self._lock:
             self._lock.notify_all()
 
-    def _set_policy_status(self, status: dict) -> None:
-        self.policy_status = status
+    def _on_event(self, event) -> None:
+        self.events.append(event.to_dict())
 
-    def _on_recorder(self, msg: String) -> None:
-        status = ros_io.parse_json_msg(msg)
-        if status.get("event") == "committed":
-            with self._lock:
-                self.commits[status["episode_id"]] = status
-                self._lock.notify_all()
+    def _on_policy_status(self, status) -> None:
+        self.policy_status = status.to_dict()
+
+    def _on_recorder(self, status) -> None:
+        if isinstance(status, EpisodeCommitted):
+            self.commits[status.episode_id] = status.to_dict()
 
     def wait_for(self, predicate, timeout: float, what: str):
         """Block until predicate() is truthy (checked under the lock); returns its value."""

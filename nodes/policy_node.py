@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 import rclpy
@@ -36,10 +37,11 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
 from robot_runtime.bundle import Bundle, BundleError, load_bundle
-from robot_runtime.runtime.engines.base import EngineError
-from robot_runtime.runtime.executor import PolicyExecutor, SwapError
+from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError, PolicyStatus, clip, parse_episode_event
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
+from robot_runtime.runtime.engines.base import EngineError
+from robot_runtime.runtime.executor import PolicyExecutor, SwapError
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
 from robot_runtime.runtime.safety import SafetyFilter, WorkspaceLimit
 from robot_runtime.runtime.sync import ObservationSync
@@ -73,7 +75,7 @@ class PolicyNode(LifecycleNode):
         self.task = ""
         self._episode_start_ns = 0
         self.episode_running = False
-        self.status = {"state": "unconfigured", "bundle": "", "error": ""}
+        self.status = PolicyStatus(state="unconfigured")
         self._image_subs = []
         self._loader: threading.Thread | None = None
         self._validated: dict[str, Bundle] = {}  # checked by the parameter callback, loaded by the loader
@@ -145,7 +147,7 @@ class PolicyNode(LifecycleNode):
         self._image_subs = []
         self.control.close()
         self.runner = self.control = self.safety = self.sync = None
-        self.status.update(state="unconfigured", bundle="")
+        self.status = replace(self.status, state="unconfigured", bundle="")
         self._publish_status()
         return TransitionCallbackReturn.SUCCESS
 
@@ -215,28 +217,29 @@ class PolicyNode(LifecycleNode):
         except LOAD_ERRORS as err:
             self._report(f"keeping {self.runner.bundle.label}: new bundle refused: {err}", error=True)
             return
-        self.status["staged"] = runner.bundle.label
+        self.status = replace(self.status, staged=runner.bundle.label)
         self._report(f"staged {runner.bundle.label}; it takes over at the next chunk boundary")
 
     def _fail(self, message: str) -> None:
         self.get_logger().error(message)
-        self.status.update(state="error", error=message)
+        self.status = replace(self.status, state="error", error=clip(message))
         self._publish_status()
 
     def _set_serving(self, state: str) -> None:
         runner = self.runner
         m = runner.manifest
-        self.status.update(state=state, bundle=str(runner.bundle.path), model_id=m.model_id, version=m.version,
-                           engine=runner.engine.name, engine_note=runner.engine.fallback_reason,
-                           conditioning=m.conditioning_mode, beta=runner.beta, error="", staged="")
+        self.status = replace(self.status, state=state, bundle=str(runner.bundle.path), model_id=m.model_id,
+                              version=m.version, engine=runner.engine.name,
+                              engine_note=clip(runner.engine.fallback_reason), conditioning=m.conditioning_mode,
+                              beta=runner.beta, error="", staged="")
         self._publish_status()
 
     def _publish_status(self) -> None:
         if self.control:
             stats = self.control.stats
-            self.status.update(inferences=self.runner.inferences, swaps=stats.swaps, rollbacks=stats.rollbacks,
-                               deadline_misses=stats.deadline_misses, ticks=stats.ticks)
-        self.status_pub.publish(ros_io.json_msg(**self.status))
+            self.status = replace(self.status, inferences=self.runner.inferences, swaps=stats.swaps,
+                                  rollbacks=stats.rollbacks, deadline_misses=stats.deadline_misses, ticks=stats.ticks)
+        self.status_pub.publish(ros_io.to_string_msg(self.status))
 
     def _report(self, message: str, error: bool = False) -> None:
         if error:  # rclpy wants one severity per call site
@@ -245,7 +248,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(message)
         self._last_event = message
         if error:
-            self.status["error"] = message
+            self.status = replace(self.status, error=clip(message))
         self._publish_status()
 
     # -- control -----------------------------------------------------------------------------
@@ -255,27 +258,27 @@ class PolicyNode(LifecycleNode):
             self.safety.reset()
             self.sync.forget_before(self._episode_start_ns)
             self.episode_running = True
-            self.status["error"] = ""
+            self.status = replace(self.status, error="")
         except PolicyInputError as err:
             self.episode_running = False
             self._report(f"not driving this episode: {err}", error=True)
 
     def _on_event(self, msg: String) -> None:
         try:
-            event = ros_io.parse_json_msg(msg)
-        except ValueError as err:
-            self.get_logger().warning(f"ignoring malformed episode event: {err}")
+            event = parse_episode_event(msg.data)
+        except MessageError as err:
+            self.get_logger().warning(f"ignoring episode event: {err}", throttle_duration_sec=1.0)
             return
-        if event.get("event") == "start":
-            self.task = str(event.get("task", ""))
-            self._episode_start_ns = int(event.get("stamp_ns", 0))
+        if isinstance(event, EpisodeStart):
+            self.task = event.task
+            self._episode_start_ns = event.stamp_ns
             if self.control:
                 self._start_episode(self.task)
-        elif event.get("event") == "end":
+        elif isinstance(event, EpisodeEnd):
             self.episode_running = False
             if self.runner is not None:
-                self.status["version"] = self.runner.manifest.version
-                self.status["bundle"] = str(self.runner.bundle.path)
+                self.status = replace(self.status, version=self.runner.manifest.version,
+                                      bundle=str(self.runner.bundle.path))
             self._publish_status()
 
     def _on_engaged(self, msg: Bool) -> None:
@@ -364,17 +367,17 @@ class PolicyNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.control is None:
             self.diag_pub.publish(diagnostics.array(self, [diagnostics.status(
-                "policy_node: policy", self.get_name(), diagnostics.ERROR, self.status.get("error") or "no bundle",
-                {"state": self.status["state"]})]))
+                "policy_node: policy", self.get_name(), diagnostics.ERROR, self.status.error or "no bundle",
+                {"state": self.status.state})]))
             return
         stats = self.control.stats
         now = time.monotonic()
         rate = sum(1 for t in self._tick_times if now - t <= 1.0)
         level, message = diagnostics.OK, self._last_event or "serving"
-        if self.status.get("error"):
-            level, message = diagnostics.WARN, self.status["error"]
+        if self.status.error:
+            level, message = diagnostics.WARN, self.status.error
         values = {
-            "state": self.status["state"], "model": self.runner.bundle.label, "engine": self.runner.engine.name,
+            "state": self.status.state, "model": self.runner.bundle.label, "engine": self.runner.engine.name,
             "engine_note": self.runner.engine.fallback_reason, "rate_hz": float(rate),
             "inference_p50_ms": diagnostics.percentile(stats.inference_ms, 50),
             "inference_p99_ms": diagnostics.percentile(stats.inference_ms, 99),

@@ -8,9 +8,10 @@ failure -> 'failure', an end without a verdict (an operator's stop) ->
 
 Operator interface: `~/start_episode` and `~/stop_episode` (std_srvs/Trigger)
 announce episode boundaries on a real robot (the task comes from the `task`
-parameter); `operator/label` (std_msgs/String, JSON {"episode_id" (default: the
-last one), "outcome", "progress" 1-5, "note", "operator"}) labels a committed
-episode. A disk quota and a free-space floor stop recording (never control)
+parameter); `operator/label` (`messages.OperatorLabel`: episode_id (default: the
+last one), outcome, progress 1-5, note, operator) labels a committed episode.
+A malformed event, label or status is refused with a warning and changes nothing.
+A disk quota and a free-space floor stop recording (never control)
 before the disk fills; the reason goes to /diagnostics.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ import time
 from dataclasses import asdict
 
 import rclpy
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -28,10 +29,22 @@ from std_srvs.srv import Trigger
 from robot_runtime.capture.assembler import StepAssembler
 from robot_runtime.capture.calibration import CalibrationError, load_calibration
 from robot_runtime.capture.disk_guard import DiskGuard, tree_bytes
+from robot_runtime.capture.recording import AsyncRecorder
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
+from robot_runtime.messages import (
+    EpisodeCommitted,
+    EpisodeEnd,
+    EpisodeLabeled,
+    EpisodeStart,
+    LabelRefused,
+    MessageError,
+    clip,
+    parse_episode_event,
+    parse_operator_label,
+    parse_policy_status,
+)
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare
-from robot_runtime.capture.recording import AsyncRecorder
 
 END_GRACE_S = 1.0
 IDLE_BUFFER_NS = 2_000_000_000
@@ -60,7 +73,7 @@ class RecorderNode(LifecycleNode):
         self.quota_mb = declare(self, "disk_quota_mb", 0.0, "maximum store size; 0 = no quota", read_only=True)
         self.min_free_mb = declare(self, "min_free_mb", 500.0, "stop recording below this much free disk",
                                    read_only=True)
-        self.layout = EpisodeLayout(cameras={c: (image_size, image_size) for c in cameras},
+        self.layout = EpisodeLayout(cameras=dict.fromkeys(cameras, (image_size, image_size)),
                                     state_names=tuple(state_names), action_names=tuple(action_names))
         self.store: EpisodeStore | None = None
         self.recorder: AsyncRecorder | None = None
@@ -68,7 +81,7 @@ class RecorderNode(LifecycleNode):
         self.assembler = StepAssembler(self.layout)
         self.recording = False
         self.recorder_episode_id = ""
-        self._ending: tuple[dict, float] | None = None
+        self._ending: tuple[EpisodeEnd, float] | None = None
         self.create_timer(0.1, self._maybe_finish)
         self.policy_version = ""
         self.guard: DiskGuard | None = None
@@ -148,34 +161,41 @@ class RecorderNode(LifecycleNode):
             self.recorder = None
 
     def _on_policy_status(self, msg: String) -> None:
-        status = ros_io.parse_json_msg(msg)
-        self.policy_version = f"{status['model_id']}@{status['version']}" if status.get("state") == "serving" else ""
+        try:
+            status = parse_policy_status(msg.data)
+        except MessageError as err:
+            self.get_logger().warning(f"ignoring policy status: {err}", throttle_duration_sec=1.0)
+            return
+        self.policy_version = f"{status.model_id}@{status.version}" if status.state == "serving" else ""
 
     def _on_event(self, msg: String) -> None:
         try:
-            event = ros_io.parse_json_msg(msg)
-        except ValueError as err:
-            self.get_logger().warning(f"ignoring malformed episode event: {err}")
+            event = parse_episode_event(msg.data)
+        except MessageError as err:
+            self.get_logger().warning(f"ignoring episode event: {err}", throttle_duration_sec=1.0)
             return
-        if event.get("event") == "start" and self.active:
+        if isinstance(event, EpisodeStart) and self.active:
             self._maybe_finish(force=True)
             if self.recording:
                 self._finish("unlabeled", "superseded by a new start", truncated=True)
             self.blocked = self.guard.problem()
             if self.blocked:
-                self.get_logger().error(f"not recording episode {event.get('episode_id')}: {self.blocked}")
+                self.get_logger().error(f"not recording episode {event.episode_id}: {self.blocked}")
                 return
             # Observations of this episode may have arrived before its announcement: keep them.
-            rate = float(event.get("control_rate_hz", 0.0)) or 10.0
-            self.assembler.restart(int(event.get("stamp_ns", 0)), tolerance_ns=int(0.5e9 / rate))
+            self.assembler.restart(event.stamp_ns, tolerance_ns=int(0.5e9 / event.control_rate_hz))
             self.recording = True
-            self.recorder_episode_id = event["episode_id"]
+            self.recorder_episode_id = event.episode_id
             self.recorder.begin(self.layout, EpisodeMetadata(
-                task=event["task"], robot_id=event.get("robot_id", ""), episode_id=event["episode_id"],
-                control_rate_hz=float(event.get("control_rate_hz", 0.0)), policy_version=self.policy_version,
+                task=event.task, robot_id=event.robot_id, episode_id=event.episode_id,
+                control_rate_hz=event.control_rate_hz, policy_version=self.policy_version,
                 extra={"campaign": self.get_parameter("campaign").value, "calibration": self.calibration,
-                       **{k: event[k] for k in ("env_name", "seed") if k in event}}))
-        elif event.get("event") == "end" and self.recording:
+                       **{k: getattr(event, k) for k in ("env_name", "seed") if getattr(event, k) is not None}}))
+        elif isinstance(event, EpisodeEnd) and self.recording:
+            if event.episode_id != self.recorder_episode_id:
+                self.get_logger().warning(f"ignoring the end of episode {event.episode_id}: recording "
+                                          f"{self.recorder_episode_id}", throttle_duration_sec=1.0)
+                return
             # Messages on other topics may still be in flight: wait for the step count the
             # robot announced (or a grace period) before committing.
             self._ending = (event, time.monotonic() + END_GRACE_S)
@@ -187,12 +207,11 @@ class RecorderNode(LifecycleNode):
                 self.assembler.prune(self.get_clock().now().nanoseconds - IDLE_BUFFER_NS)
             return
         event, deadline = self._ending
-        if not force and self.assembler.counts.commands < event.get("steps", 0) and time.monotonic() < deadline:
+        if not force and self.assembler.counts.commands < event.steps and time.monotonic() < deadline:
             return
         self._ending = None
-        verdict = event.get("success")
-        outcome = "unlabeled" if verdict is None else ("success" if verdict else "failure")
-        self._finish(outcome, event.get("reason", ""), {"held_steps": event.get("held_steps", 0)})
+        outcome = "unlabeled" if event.success is None else ("success" if event.success else "failure")
+        self._finish(outcome, event.reason, {"held_steps": event.held_steps})
 
     def _finish(self, outcome: str, reason: str, extra: dict | None = None, truncated: bool = False) -> None:
         for step in self.assembler.ready(final=True):
@@ -246,12 +265,15 @@ class RecorderNode(LifecycleNode):
             response.success, response.message = False, "set the `task` parameter (the instruction) first"
             return response
         robot_id = self.get_parameter("robot_id").value
-        episode_id = new_episode_id(robot_id)
-        self.event_pub.publish(ros_io.json_msg(
-            event="start", episode_id=episode_id, task=task, robot_id=robot_id,
-            control_rate_hz=self.get_parameter("control_rate_hz").value,
-            stamp_ns=self.get_clock().now().nanoseconds))
-        response.success, response.message = True, episode_id
+        try:
+            start = EpisodeStart(episode_id=new_episode_id(robot_id), task=task, robot_id=robot_id,
+                                 control_rate_hz=self.get_parameter("control_rate_hz").value,
+                                 stamp_ns=self.get_clock().now().nanoseconds)
+        except MessageError as err:  # a parameter that cannot go on the wire (an unsafe robot_id, ...)
+            response.success, response.message = False, f"cannot start an episode: {err}"
+            return response
+        self.event_pub.publish(ros_io.to_string_msg(start))
+        response.success, response.message = True, start.episode_id
         return response
 
     def _stop_service(self, request, response):
@@ -259,23 +281,25 @@ class RecorderNode(LifecycleNode):
             response.success, response.message = False, "no episode is being recorded"
             return response
         # No verdict: the episode stays 'unlabeled' until an operator labels it.
-        self.event_pub.publish(ros_io.json_msg(event="end", episode_id=self.recorder_episode_id,
-                                               reason="stopped by operator", steps=self.assembler.counts.commands))
+        self.event_pub.publish(ros_io.to_string_msg(EpisodeEnd(
+            episode_id=self.recorder_episode_id, reason="stopped by operator", steps=self.assembler.counts.commands)))
         response.success, response.message = True, self.recorder_episode_id
         return response
 
     def _on_label(self, msg: String) -> None:
         try:
-            label = ros_io.parse_json_msg(msg)
-            episode_id = label.get("episode_id") or self.last_episode_id
-            progress = label.get("progress")
-            result = self.store.label(episode_id, label["outcome"], None if progress is None else int(progress),
-                                      str(label.get("note", "")), str(label.get("operator", "")))
-        except (ValueError, KeyError, EpisodeError) as err:
-            self.get_logger().error(f"label refused: {err}")
-            self.status_pub.publish(ros_io.json_msg(event="label_refused", error=str(err)))
+            label = parse_operator_label(msg.data)
+            episode_id = label.episode_id or self.last_episode_id
+            if self.store is None:
+                raise EpisodeError("the recorder has no store open (not configured; see /diagnostics)")
+            if not episode_id:
+                raise EpisodeError("no episode committed since the recorder started: name the episode_id")
+            result = self.store.label(episode_id, label.outcome, label.progress, label.note, label.operator)
+        except (MessageError, EpisodeError) as err:
+            self.get_logger().warning(f"label refused: {err}", throttle_duration_sec=1.0)
+            self.status_pub.publish(ros_io.to_string_msg(LabelRefused(error=clip(str(err)))))
             return
-        self.status_pub.publish(ros_io.json_msg(event="labeled", episode_id=episode_id, **result))
+        self.status_pub.publish(ros_io.to_string_msg(EpisodeLabeled(episode_id=episode_id, **result)))
 
     # -- disk and health ---------------------------------------------------------------------
     def _on_write_error(self, message: str) -> None:
@@ -309,9 +333,9 @@ class RecorderNode(LifecycleNode):
         self.episodes_committed += 1
         if not rclpy.ok():  # committed while shutting down: nobody to tell
             return
-        self.status_pub.publish(ros_io.json_msg(
-            event="committed", episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
-            outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps))
+        self.status_pub.publish(ros_io.to_string_msg(EpisodeCommitted(
+            episode_id=writer.metadata.episode_id, path=str(path), steps=writer.steps,
+            outcome=writer.metadata.outcome, dropped_steps=self.recorder.stats.dropped_steps)))
 
 
 def main(args=None):

@@ -10,11 +10,12 @@ executed command (`robot/command`) `header.frame_id` names its source,
 with the command it describes. A robot driver that can report what it actually
 applied publishes it on `robot/executed` (same layout; `frame_id` `hold` when no
 command came in time), and the recorder prefers that record.
+
+Events, status and labels are JSON in std_msgs/String, typed by `robot_runtime.messages`.
 """
 from __future__ import annotations
 
-import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -99,18 +100,10 @@ def values_by_name(msg: JointState, names: Iterable[str]) -> np.ndarray:
     return np.array([msg.position[index[n]] for n in names], dtype=np.float32)
 
 
-def json_msg(**fields) -> String:
-    return String(data=json.dumps(fields))
-
-
-def parse_json_msg(msg: String) -> dict:
-    try:
-        data = json.loads(msg.data)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
+def to_string_msg(message) -> String:
+    """A `robot_runtime.messages` message as the std_msgs/String its topic carries; read one back with the
+    topic's parse function on `msg.data` (e.g. `messages.parse_episode_event`)."""
+    return String(data=message.to_json())
 
 
 def spin_node(node, executor=None) -> None:

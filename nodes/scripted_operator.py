@@ -13,6 +13,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
+from robot_runtime.messages import EpisodeStart, MessageError, parse_episode_event
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
@@ -51,15 +52,28 @@ class ScriptedOperatorNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_event(self, msg: String) -> None:
-        event = ros_io.parse_json_msg(msg)
-        if event.get("event") == "start":
-            env_name = event["env_name"]
-            if self.operator.env_name != env_name:
+        try:
+            event = parse_episode_event(msg.data)
+        except MessageError as err:
+            self.get_logger().warning(f"ignoring episode event: {err}", throttle_duration_sec=1.0)
+            return
+        if not isinstance(event, EpisodeStart):
+            return
+        env_name = event.env_name or self.operator.env_name  # a start without one: the same task as before
+        if self.operator.env_name != env_name:
+            try:
                 self.operator = ScriptedOperator(env_name, self.config)
-            self.operator.reset()
+            except ValueError as err:  # no expert for that task
+                self.get_logger().error(f"keeping the {self.operator.env_name} expert: {err}")
+        self.operator.reset()
 
     def _on_state(self, msg: JointState) -> None:
-        engaged, action = self.operator.step(ros_io.values_by_name(msg, STATE_NAMES))
+        try:
+            state = ros_io.values_by_name(msg, STATE_NAMES)
+        except ValueError as err:
+            self.get_logger().warning(f"ignoring joint state: {err}", throttle_duration_sec=1.0)
+            return
+        engaged, action = self.operator.step(state)
         self.engaged_pub.publish(Bool(data=engaged))
         if engaged:
             self.command_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, ros_io.stamp_ns(msg.header)))

@@ -2,7 +2,8 @@
 
 Publishes camera images and named state at the control rate, applies the latest
 command that answers the previous observation (holding still when none came in
-time), reports what it applied on `robot/executed`, and announces episode start/end with the outcome on `episode/events`.
+time), reports what it applied on `robot/executed`, and announces episode start
+and end (with the outcome) on `episode/events`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from robot_runtime.episode import new_episode_id
+from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.parameters import declare
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot, SimConfig
@@ -79,13 +81,17 @@ class SimRobotNode(Node):
         self.set_parameters([Parameter("seed", value=seed + 1)])
         self.config.max_steps = self.get_parameter("max_steps").value
         self._observation = self.robot.reset(seed)
-        self.episode_id = new_episode_id(self.robot_id)
+        try:
+            start = EpisodeStart(episode_id=new_episode_id(self.robot_id), task=self.robot.instruction,
+                                 robot_id=self.robot_id, control_rate_hz=self.rate,
+                                 stamp_ns=self.get_clock().now().nanoseconds, env_name=self.config.env_name, seed=seed)
+        except MessageError as err:  # a parameter that cannot go on the wire (an unsafe robot_id, ...)
+            response.success, response.message = False, f"cannot start an episode: {err}"
+            return response
+        self.episode_id = start.episode_id
         self._command, self._held_steps, self._active = None, 0, True
         self._hold[:] = 0.0
-        self.event_pub.publish(ros_io.json_msg(
-            event="start", episode_id=self.episode_id, task=self.robot.instruction, env_name=self.config.env_name,
-            seed=seed, robot_id=self.robot_id, control_rate_hz=self.rate,
-            stamp_ns=self.get_clock().now().nanoseconds))
+        self.event_pub.publish(ros_io.to_string_msg(start))
         response.success, response.message = True, self.episode_id
         return response
 
@@ -98,9 +104,9 @@ class SimRobotNode(Node):
 
     def _end(self, reason: str) -> None:
         self._active = False
-        self.event_pub.publish(ros_io.json_msg(
-            event="end", episode_id=self.episode_id, success=self.robot.success, reason=reason,
-            steps=self.robot.steps, held_steps=self._held_steps))
+        self.event_pub.publish(ros_io.to_string_msg(EpisodeEnd(
+            episode_id=self.episode_id, reason=reason, steps=self.robot.steps, success=self.robot.success,
+            held_steps=self._held_steps)))
 
     def _tick(self) -> None:
         if not self._active:

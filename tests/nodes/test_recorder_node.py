@@ -1,4 +1,5 @@
-"""The recorder node over DDS: operator start/stop/label, and a full disk that stops recording only."""
+"""The recorder node over DDS: operator start/stop/label, hostile messages, and a full disk that stops
+recording only."""
 import json
 import subprocess
 import time
@@ -8,11 +9,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from dds_feeder import Feeder
-from robot_runtime.episode import EpisodeStore
 from robot_runtime.bringup.launcher import GraphProcesses
+from robot_runtime.episode import EpisodeStore
+from robot_runtime.messages import EpisodeEnd, LabelRefused, parse_recorder_status
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.graph_client import GraphClient
+
+from dds_feeder import Feeder
 
 
 def start_recorder(tmp_path, store, **params):
@@ -60,6 +63,69 @@ def test_operator_starts_stops_and_labels_an_episode(tmp_path):
         ep = store.open(episode_id)
         assert ep.meta["progress"] == 4 and ep.meta["note"] == "dropped it late"
         assert not client.call(Trigger, "/recorder/stop_episode", Trigger.Request()).success  # nothing running
+    finally:
+        client.close()
+        graph.stop()
+
+
+HOSTILE_LABELS = [
+    "{not json", "[" * 100_000 + "]" * 100_000, json.dumps({"outcome": "failure", "progress": True}),
+    json.dumps({"outcome": "failure", "progress": 2.5}), json.dumps({"outcome": "success", "note": 5}),
+    json.dumps({"episode_id": "../../../x", "outcome": "failure"}),
+    json.dumps({"outcome": "success", "note": "x" * 100_000}), '{"outcome": "success", "progress": NaN}',
+    json.dumps({"schema_version": 99, "outcome": "success"}),
+    json.dumps({"outcome": "success"}),  # well-formed, but no episode has been committed yet
+]
+HOSTILE_EVENTS = [
+    "", "[" * 100_000, '{"event": "explode"}',
+    json.dumps({"event": "start", "episode_id": "../../../x", "task": "t", "robot_id": "r", "control_rate_hz": 20,
+                "stamp_ns": 0}),
+    '{"event": "start", "episode_id": "e1", "task": "t", "robot_id": "r", "control_rate_hz": NaN, "stamp_ns": 0}',
+    json.dumps({"event": "end", "episode_id": "e1", "reason": "", "steps": [1]}),
+    EpisodeEnd(episode_id="someone-else", reason="not ours", steps=0).to_json(),  # well-formed, another episode
+]
+
+
+def test_hostile_labels_and_events_are_refused_and_the_next_episode_is_recorded(tmp_path):
+    graph, client, feeder, _ = start_recorder(tmp_path, tmp_path / "store")
+    statuses = []
+    client.node.create_subscription(String, ros_io.RECORDER_STATUS_TOPIC, lambda m: statuses.append(m.data),
+                                    ros_io.LATCHED_QOS)
+    labels = client.node.create_publisher(String, ros_io.OPERATOR_LABEL_TOPIC, ros_io.STREAM_QOS)
+
+    def refusals():
+        parsed = [parse_recorder_status(s) for s in list(statuses)]
+        return [s.error for s in parsed if isinstance(s, LabelRefused)]
+
+    try:
+        time.sleep(0.5)
+        for text in HOSTILE_LABELS:
+            labels.publish(String(data=text))
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while len(errors := refusals()) < len(HOSTILE_LABELS) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(errors) == len(HOSTILE_LABELS), errors
+        assert "is not allowed" in errors[5] and "OperatorLabel: progress" in errors[2]
+        assert "nested deeper" in errors[1] and "no episode committed" in errors[-1]
+        for text in HOSTILE_EVENTS[:-1]:  # before the episode: none starts one
+            feeder.events.publish(String(data=text))
+        episode_id = client.call(Trigger, "/recorder/start_episode", Trigger.Request()).message
+        time.sleep(0.3)
+        for text in HOSTILE_EVENTS:  # during it: none ends or restarts it
+            feeder.events.publish(String(data=text))
+        feeder.play(1.0, executed=True)
+        assert client.call(Trigger, "/recorder/stop_episode", Trigger.Request()).success
+        commit = client.wait_for_commit(episode_id, 10)
+        ep = EpisodeStore(tmp_path / "store").open(episode_id)
+        assert ep.steps == commit["steps"] >= 15 and ep.meta["end_reason"] == "stopped by operator"
+        assert not ep.meta["truncated"]
+        assert [p.name for p in (tmp_path / "store" / "episodes").iterdir()] == [episode_id]
+        assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+        assert all(e["episode_id"] != "../../../x" for e in client.events)  # the client refused them too
+        graph.check()  # the recorder is still up
+        log = (tmp_path / "logs" / "recorder.log").read_text()
+        assert "ignoring episode event" in log and "ignoring the end of episode someone-else" in log
     finally:
         client.close()
         graph.stop()

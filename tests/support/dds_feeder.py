@@ -6,6 +6,7 @@ import numpy as np
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from robot_runtime.messages import EpisodeStart
 from robot_runtime.nodes import ros_io
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, instruction_for
 
@@ -34,10 +35,10 @@ class Feeder:
                 into.append(msg)
         return callback
 
-    def start(self, env_name: str = "push-v3") -> None:
-        self.events.publish(ros_io.json_msg(event="start", episode_id=f"e{time.monotonic_ns()}",
-                                            task=instruction_for(env_name),
-                                            stamp_ns=self.node.get_clock().now().nanoseconds))
+    def start(self, env_name: str = "push-v3", rate: float = 20.0) -> None:
+        self.events.publish(ros_io.to_string_msg(EpisodeStart(
+            episode_id=f"e{time.monotonic_ns()}", task=instruction_for(env_name), robot_id="feeder",
+            control_rate_hz=rate, stamp_ns=self.node.get_clock().now().nanoseconds, env_name=env_name)))
         time.sleep(0.2)
 
     def play(self, seconds: float, rate: float = 20.0, cameras=None, executed: bool = False,
