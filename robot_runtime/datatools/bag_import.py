@@ -39,14 +39,14 @@ A mapping for a bag of this project's own graph (`ros2 bag record` of its topics
     # control_rate_hz: 20, policy_version, operator: optional
 
 Episodes: one bag is one episode, or, with `episode_events` mapped, each start/end pair of
-the JSON std_msgs/String events (as `episode/events` carries them) is one. Every mapped
+the std_msgs/String events (`messages.EpisodeStart`/`EpisodeEnd`, as `episode/events` carries
+them) is one; an event the message contract refuses is skipped with its reason. Every mapped
 message is decoded and checked before anything is written, and each episode is committed
 atomically, so bad input leaves the store as it was.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +54,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from robot_runtime.episode import OUTCOMES, EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.datatools.rosbag import Bag, BagError, deserialize, message_class
+from robot_runtime.episode import OUTCOMES, EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
+from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError, parse_episode_event
 
 IMAGE = "sensor_msgs/msg/Image"
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -114,7 +115,7 @@ class BagMapping:
     action_alignment: str = "next"  # next | same
 
     @classmethod
-    def load(cls, path: str | Path) -> "BagMapping":
+    def load(cls, path: str | Path) -> BagMapping:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
@@ -125,7 +126,7 @@ class BagMapping:
         return cls.from_dict(data or {}, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "mapping") -> "BagMapping":
+    def from_dict(cls, data: dict, source: str = "mapping") -> BagMapping:
         return _parse_mapping(data, source)
 
     def topics(self) -> dict[str, tuple[str, str]]:
@@ -237,7 +238,8 @@ class _Stream:
     topic: str
     times: list = field(default_factory=list)  # sample times, ns
     # JointState: (vector, frame id) for the command, else vectors; Image: key (log time, ordinal
-    # among this topic's messages at that log time), to find the message again; Bool; event dicts.
+    # among this topic's messages at that log time), to find the message again; Bool; episode events
+    # (EpisodeStart, EpisodeEnd, or the MessageError that refused one).
     values: list = field(default_factory=list)
 
     def finish(self):
@@ -323,7 +325,7 @@ class _Reader:
         self.frame_ids: list[str] = []
         self.image_sizes: dict[str, tuple[int, int]] = {}
 
-    def read(self) -> "_Reader":
+    def read(self) -> _Reader:
         m = self.mapping
         joints = {m.state.topic: m.state}
         if m.action.topic:
@@ -363,10 +365,9 @@ class _Reader:
                 stream.values.append(bool(msg.data))
             else:  # episode events
                 try:
-                    event = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    event = None
-                stream.values.append(event if isinstance(event, dict) else {"event": "malformed"})
+                    stream.values.append(parse_episode_event(msg.data))
+                except MessageError as err:
+                    stream.values.append(err)
         if m.action.topic:  # frame ids travel with the command values through the sort
             stream = self.streams[m.action.topic]
             stream.values = list(zip(stream.values, self.frame_ids))
@@ -413,9 +414,9 @@ class ImportResult:
 class _Segment:
     start: int | None  # ns; None: from the beginning of the bag
     end: int | None  # ns, exclusive (the end event's time); None: through the last message
-    start_event: dict = field(default_factory=dict)
-    end_event: dict | None = None
-    complete: bool = True  # False: the bag ends, or a new start comes, before its end event
+    start_event: EpisodeStart | None = None  # None: no episode events mapped
+    end_event: EpisodeEnd | None = None
+    cut_short: str = ""  # why there is no end event: the bag ends, or a new start comes, first
 
 
 def _segments(reader: _Reader, skipped: list[str]) -> list[_Segment]:
@@ -425,24 +426,22 @@ def _segments(reader: _Reader, skipped: list[str]) -> list[_Segment]:
     events = reader.streams[m.episode_events]
     segments, current = [], None
     for t, event in zip(events.times, events.values):
-        kind = event.get("event")
-        if kind == "start":
+        if isinstance(event, EpisodeStart):
             if current is not None:
-                current.end = int(t)
-                current.end_event, current.complete = {"reason": "superseded by a new start"}, False
+                current.end, current.cut_short = int(t), "superseded by a new start"
                 segments.append(current)
             current = _Segment(int(t), None, event)
-        elif kind == "end":
+        elif isinstance(event, EpisodeEnd):
             if current is None:
-                skipped.append(f"end event at {t} ns ({event.get('episode_id', 'no id')}) has no start in the bag")
+                skipped.append(f"end event at {t} ns ({event.episode_id}) has no start in the bag")
                 continue
             current.end, current.end_event = int(t), event
             segments.append(current)
             current = None
-        elif kind == "malformed":
-            skipped.append(f"event at {t} ns on {m.episode_events} is not a JSON object; ignored")
+        else:
+            skipped.append(f"event at {t} ns on {m.episode_events} refused ({event}); ignored")
     if current is not None:  # the bag ends mid-episode: kept, marked truncated
-        current.end_event, current.complete = {"reason": "the bag ends mid-episode"}, False
+        current.cut_short = "the bag ends mid-episode"
         segments.append(current)
     if not segments:
         raise BagImportError(f"{reader.bag.path}: no start event on {m.episode_events}; "
@@ -481,7 +480,8 @@ def _plan(reader: _Reader, segment: _Segment, default_rate: float | None) -> Epi
         firsts[topic], lasts[topic] = int(inside[0]), int(inside[-1])
     # Steps come before the end event, or, without one, no later than any stream's last message.
     end = segment.end if segment.end is not None else min(lasts.values()) + 1
-    rate = m.control_rate_hz or float(segment.start_event.get("control_rate_hz") or 0) or default_rate
+    event, end_event = segment.start_event, segment.end_event
+    rate = m.control_rate_hz or (event.control_rate_hz if event else default_rate)
     period = int(round(1e9 / rate))
     t0 = max(firsts[t] for t in obs_topics)
     if t0 >= end:
@@ -542,25 +542,25 @@ def _plan(reader: _Reader, segment: _Segment, default_rate: float | None) -> Epi
     images = {c.name: [s[c.topic].values[i] for i in latest(c.topic, times[keep])] for c in m.cameras}
     ages = {topic: float(np.max(times[keep] - s[topic].times[latest(topic, times[keep])]) / 1e9)
             for topic in obs_topics}
-    event, end_event = segment.start_event, segment.end_event
-    truncated = not segment.complete
+    truncated = bool(segment.cut_short)
     if truncated:
         outcome = "unlabeled"
-    elif end_event and "success" in end_event:
-        outcome = "success" if end_event["success"] else "failure"
+    elif end_event and end_event.success is not None:
+        outcome = "success" if end_event.success else "failure"
     else:
         outcome = m.outcome
-    robot_id = event.get("robot_id") or m.robot_id
-    extra = {"campaign": m.campaign, **{k: event[k] for k in ("env_name", "seed") if k in event},
+    robot_id = event.robot_id if event else m.robot_id
+    extra = {"campaign": m.campaign,
+             **{k: getattr(event, k) for k in ("env_name", "seed") if event and getattr(event, k) is not None},
              "import": {"time": m.time, "action_alignment": m.action_alignment, "rate_hz": rate,
                         "start_ns": int(times[keep][0]), "end_ns": int(end),
                         "observation_max_age_s": ages}}
-    if end_event and "held_steps" in end_event:
-        extra["held_steps"] = end_event["held_steps"]
+    if end_event:
+        extra["held_steps"] = end_event.held_steps
     return EpisodePlan(
-        episode_id=event.get("episode_id") or _episode_id(robot_id, int(times[keep][0]), reader.bag.path),
-        task=event.get("task") or m.task, robot_id=robot_id, outcome=outcome, truncated=truncated,
-        end_reason=(end_event or {}).get("reason", "" if m.episode_events else "end of the bag"),
+        episode_id=event.episode_id if event else _episode_id(robot_id, int(times[keep][0]), reader.bag.path),
+        task=(event.task if event else "") or m.task, robot_id=robot_id, outcome=outcome, truncated=truncated,
+        end_reason=end_event.reason if end_event else segment.cut_short or "end of the bag",
         rate_hz=rate, times=times[keep], state=state[keep], action=action, policy_action=policy_action[keep],
         intervention=intervention[keep], held=held[keep], images=images, extra=extra)
 
@@ -636,9 +636,7 @@ def plan_bag(bag: Bag, mapping: BagMapping) -> tuple[_Reader, list[EpisodePlan],
             if not mapping.episode_events:
                 raise
     plans = []
-    for segment in _segments(reader, skipped):
-        if default_rate is None and not mapping.control_rate_hz and not segment.start_event.get("control_rate_hz"):
-            raise BagImportError(f"{bag.path}: no control rate: set control_rate_hz in the mapping")
+    for segment in _segments(reader, skipped):  # each has a rate: the mapping's, its start event's or the median
         plan = _plan(reader, segment, default_rate)
         if isinstance(plan, str):
             skipped.append(f"episode starting at {segment.start} ns: {plan}")

@@ -24,6 +24,7 @@ from std_msgs.msg import Bool, String
 from robot_runtime.datatools.bag_import import BagImportError, BagMapping, import_bag
 from robot_runtime.datatools.cli import main as cli
 from robot_runtime.episode import EpisodeMetadata, EpisodeStore, Step
+from robot_runtime.messages import EpisodeEnd, EpisodeStart
 
 from bag_factory import write_mcap_bag, write_sqlite3_bag
 
@@ -78,9 +79,9 @@ def recording(episodes=EPISODES, events=True, end_last=True) -> list[tuple[str, 
     for e, (steps, success, (i0, i1)) in enumerate(episodes):
         start = t
         if events:
-            messages.append(("/episode/events", String(data=json.dumps(
-                {"event": "start", "episode_id": f"sim-ep{e}", "task": f"task {e}", "robot_id": "sim",
-                 "control_rate_hz": 10.0, "seed": e})), start))
+            messages.append(("/episode/events", String(data=EpisodeStart(
+                episode_id=f"sim-ep{e}", task=f"task {e}", robot_id="sim", control_rate_hz=10.0, stamp_ns=start,
+                seed=e).to_json()), start))
         for k in range(steps):
             tk = start + k * DT
             messages.append(("/camera/front/image_raw", image_msg(k + 10 * e, 6, 8, "rgb8", tk), tk + 5 * MS))
@@ -95,9 +96,8 @@ def recording(episodes=EPISODES, events=True, end_last=True) -> list[tuple[str, 
         messages.append(("/teleop/engaged", Bool(data=True), start + i0 * DT + 20 * MS))
         messages.append(("/teleop/engaged", Bool(data=False), start + i1 * DT + 20 * MS))
         if events and (end_last or e < len(episodes) - 1):
-            messages.append(("/episode/events", String(data=json.dumps(
-                {"event": "end", "episode_id": f"sim-ep{e}", "success": success, "reason": "done",
-                 "steps": steps})), start + steps * DT))
+            messages.append(("/episode/events", String(data=EpisodeEnd(
+                episode_id=f"sim-ep{e}", reason="done", steps=steps, success=success).to_json()), start + steps * DT))
         t = start + steps * DT + 500 * MS
     return sorted(messages, key=lambda m: m[2])
 
@@ -174,6 +174,27 @@ def test_bag_with_episode_events_imports_every_episode(tmp_path, storage):
         import_bag(bag, mapping(), store)
     again = import_bag(bag, mapping(), store, skip_existing=True)
     assert again.committed == [] and len(again.skipped) == 2
+
+
+def test_events_the_message_contract_refuses_are_skipped_with_the_reason(tmp_path):
+    hostile = [json.dumps({"event": "start", "episode_id": "../../../x", "task": "t", "robot_id": "sim",
+                           "control_rate_hz": 10.0, "stamp_ns": 1}),  # between the episodes: starts nothing
+               json.dumps({"event": "end", "episode_id": "sim-ep0", "reason": "done", "steps": True}),  # mid ep0
+               "{not json", json.dumps({"event": "restart"})]
+    at = [BASE + 12 * DT + 200 * MS, BASE + 5 * DT + 1, BASE + 1, BASE + 2]
+    messages = sorted(recording() + [("/episode/events", String(data=h), t) for h, t in zip(hostile, at)],
+                      key=lambda m: m[2])
+    store = EpisodeStore(tmp_path / "store")
+    result = import_bag(write_sqlite3_bag(tmp_path / "bag", messages), mapping(), store)
+    assert result.committed == ["sim-ep0", "sim-ep1"] and len(result.skipped) == 4
+    for e in range(2):  # exactly as without the hostile events
+        check_episode(store.open(f"sim-ep{e}"), e, "bool")
+    reasons = "\n".join(result.skipped)
+    for words in ("EpisodeStart: episode_id: episode_id '../../../x' is not allowed", "EpisodeEnd: steps",
+                  "episode event: not JSON", "'restart' is not one of"):
+        assert words in reasons, reasons
+    assert not (tmp_path / "x").exists() and sorted(p.name for p in store.episodes_dir.iterdir()) == \
+        ["sim-ep0", "sim-ep1"]
 
 
 def test_intervention_and_held_from_the_command_frame_id(tmp_path):
