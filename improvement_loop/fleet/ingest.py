@@ -72,7 +72,7 @@ class IngestConfig:
     bind: str = DEFAULT_BIND
     catalog: str = ""              # default <store>/catalog.sqlite
     max_chunk_bytes: int = 4 << 20
-    window: int = 4
+    window: int = 8
     max_uploads: int = 256         # uploads held in memory at once (one per robot)
 
 
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default=DEFAULT_BIND, help=f"where robots connect (default {DEFAULT_BIND})")
     parser.add_argument("--catalog", default="", help="SQLite catalog file (default STORE/catalog.sqlite)")
     parser.add_argument("--max-chunk-mb", type=float, default=4.0, help="largest chunk a robot may send")
-    parser.add_argument("--window", type=int, default=4, help="chunks a robot may have in flight")
+    parser.add_argument("--window", type=int, default=8, help="chunks a robot may have in flight")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = IngestConfig(args.store, args.server_key, args.robots, args.bind, args.catalog,

@@ -88,7 +88,7 @@ class UploaderConfig:
     key_file: str                 # this robot's secret certificate (<robot>.key_secret)
     server_key_file: str          # the server's public certificate (<server>.key)
     chunk_size: int = 1 << 20
-    window: int = 4               # chunks in flight before an acknowledgement (the server may lower it)
+    window: int = 8               # chunks in flight before an acknowledgement (the server may lower it)
     bandwidth_bytes_per_s: float = 0.0  # 0: uncapped
     retention: Retention = Retention()
     scan_interval_s: float = 2.0
@@ -129,24 +129,25 @@ def _later(reply: Reply) -> _Later:
 
 
 class UploadState:
-    """What the server acknowledged: {"stored": {id: {"content", "labels"}}, "refused": {id: {"content", "reason"}}}.
+    """What the server acknowledged, {"stored": {episode id: {"content": hash, "labels": hash or ""}}}.
 
     Losing the file costs questions only: the server answers a re-offer of a stored episode with `stored`.
+    Refusals are not kept: a restarted robot (perhaps with a fixed configuration) asks once more.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
             data = json.loads(self.path.read_text())
-            self.stored, self.refused = dict(data["stored"]), dict(data["refused"])
+            self.stored = dict(data["stored"])
         except FileNotFoundError:
-            self.stored, self.refused = {}, {}
+            self.stored = {}
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("%s: unreadable (%s); asking the server again about every episode", self.path, err)
-            self.stored, self.refused = {}, {}
+            self.stored = {}
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"version": 1, "stored": self.stored, "refused": self.refused}, indent=None)
+        write_json_atomic(self.path, {"version": 1, "stored": self.stored}, indent=None)
 
 
 class _Link:
@@ -214,6 +215,8 @@ class Uploader:
         self._lock = threading.Lock()
         self._status = UploadStatus(stored=len(self.state.stored))
         self._sizes: dict[str, int] = {}
+        self._refused: dict[str, tuple[str, str]] = {}  # episode id -> (content hash, why), until a restart
+        self._labels_refused: dict[str, str] = {}  # episode id -> labels.json hash the server refused
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -247,9 +250,9 @@ class Uploader:
             if not self._stop.is_set():
                 self._update(last_error=str(later), **({"denied": str(later)} if isinstance(later, _Denied) else {}))
                 log.warning("upload paused: %s", later)
-        pending = len(set(self.store.episode_ids()) - set(self.state.stored) - set(self.state.refused))
+        pending = len(set(self.store.episode_ids()) - set(self.state.stored) - set(self._refused))
         self._update(pending=pending, stored=len(self.state.stored), current="",
-                     refused={k: v["reason"] for k, v in self.state.refused.items()})
+                     refused={k: reason for k, (_, reason) in self._refused.items()})
         return stored
 
     def _run(self) -> None:
@@ -267,21 +270,20 @@ class Uploader:
         if episode_id not in self.state.stored:
             try:
                 offer = Offer.build(episode_id, describe_episode(path), self.config.chunk_size)
-            except EpisodeError as err:
-                return self._refused(episode_id, "", f"cannot describe it here: {err}")
-            known = self.state.refused.get(episode_id)
-            if known and known["content"] == offer.content_sha256:
+            except EpisodeError as err:  # said once, not every pass
+                return 0 if episode_id in self._refused else self._refuse(episode_id, "", f"cannot describe it: {err}")
+            if self._refused.get(episode_id, ("",))[0] == offer.content_sha256:
                 return 0
             self._update(current=episode_id)
             started = time.monotonic()
             try:
                 reply = self._deliver(path, offer)
             except EpisodeError as err:
-                return self._refused(episode_id, offer.content_sha256, f"damaged here: {err}")
+                return self._refuse(episode_id, offer.content_sha256, f"damaged here: {err}")
             if reply.status == "refused":
-                return self._refused(episode_id, offer.content_sha256, reply.reason)
+                return self._refuse(episode_id, offer.content_sha256, reply.reason)
             self.state.stored[episode_id] = {"content": offer.content_sha256, "labels": ""}
-            self.state.refused.pop(episode_id, None)
+            self._refused.pop(episode_id, None)
             self.state.save()
             with self._lock:
                 self._status.uploads.append((episode_id, time.monotonic() - started, offer.total_bytes))
@@ -296,20 +298,19 @@ class Uploader:
             return
         entry = self.state.stored[episode_id]
         digest = hashlib.sha256(data).hexdigest()
-        if digest in (entry["labels"], entry.get("labels_refused")):
+        if digest in (entry["labels"], self._labels_refused.get(episode_id)):
             return
         reply = self._call(Labels(episode_id, digest, data).frames(), episode_id)
         if reply.status == "stored":
             entry["labels"] = digest
+            self.state.save()
         else:
-            entry["labels_refused"] = digest
+            self._labels_refused[episode_id] = digest
             self._update(last_error=f"{episode_id}/{LABELS}: refused by the server: {reply.reason}")
-        self.state.save()
 
-    def _refused(self, episode_id: str, content: str, reason: str) -> int:
+    def _refuse(self, episode_id: str, content: str, reason: str) -> int:
         log.error("episode %s not uploaded: %s", episode_id, reason)
-        self.state.refused[episode_id] = {"content": content, "reason": reason}
-        self.state.save()
+        self._refused[episode_id] = (content, reason)
         return 0
 
     def _deliver(self, path: Path, offer: Offer) -> Reply:

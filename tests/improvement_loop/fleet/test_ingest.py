@@ -28,6 +28,9 @@ def test_episodes_arrive_whole_cataloged_and_training_reads_them(tmp_path):
         up = uploader(robot, made, "r1", server.endpoint)
         assert up.sync() == 3 and up.sync() == 0  # a second pass asks nothing again
         up.stop()
+        restarted = uploader(robot, made, "r1", server.endpoint)  # nor does a restarted robot: its state file
+        assert restarted.sync() == 0 and restarted.status().stored == 3
+        restarted.stop()
         assert server.server.stats["offers"] == 3
     assert census(tmp_path / "fleet", sent(robot)) == {"lost": 0, "stray": 0, "duplicated": 0,
                                                         "catalog_equals_store": True, "readable": True}
