@@ -10,7 +10,10 @@ Pure numpy functions so the arithmetic is unit-tested without torch. Conventions
   default C_fail a success lands in (-0.5, 0] and a failure in [-1, -0.5], so
   the two outcomes never share a value range and failures sit near -1. The
   paper's divisor alone would push every failure below -1 and onto the bottom bin.
-- Advantages and thresholds work in those normalized units.
+- Advantages and thresholds work in those normalized units. Three estimators of
+  the same advantage trade the value's noise against the return's: N-step
+  (today's default), Monte Carlo (N = the episode) and GAE(lambda), which blends
+  every horizon with weights lambda^k.
 - The indicator is one of three values; NULL marks "no indicator" (the
   30 % dropout in training and the unconditional branch of CFG).
 """
@@ -86,7 +89,31 @@ def n_step_advantages(returns: np.ndarray, values: np.ndarray, episode_index: np
     if np.any(episode_index[ahead][within] != episode_index[within]):
         raise ValueError("steps of an episode are not contiguous; cannot look N steps ahead")
     bootstrapped = returns - returns[ahead] + values[ahead] - values
-    return np.where(within, bootstrapped, returns - values)
+    return np.where(within, bootstrapped, mc_advantages(returns, values))
+
+
+def mc_advantages(returns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A_t = R_t - V(o_t): no bootstrap, so no second noisy value; the return carries the episode's outcome."""
+    return np.asarray(returns, dtype=np.float64) - np.asarray(values, dtype=np.float64)
+
+
+def gae_advantages(returns: np.ndarray, values: np.ndarray, episode_index: np.ndarray, step_index: np.ndarray,
+                   episode_length: np.ndarray, lam: float) -> np.ndarray:
+    """GAE(lambda) with gamma = 1: A_t = sum_k lambda^k delta_{t+k} over the rest of the episode.
+
+    delta_t = r_t + V(o_{t+1}) - V(o_t) is the 1-step advantage (the value after
+    the last step is 0), so lambda = 0 gives the 1-step estimate and lambda = 1
+    the Monte Carlo one; in between, long horizons count less the noisier they are.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"GAE lambda must be in [0, 1], got {lam}")
+    delta = n_step_advantages(returns, values, episode_index, step_index, episode_length, 1)
+    last = step_index == episode_length - 1
+    advantages, running = np.empty_like(delta), 0.0
+    for row in range(len(delta) - 1, -1, -1):
+        running = delta[row] + (0.0 if last[row] else lam * running)
+        advantages[row] = running
+    return advantages
 
 
 def task_thresholds(advantages: np.ndarray, task_index: np.ndarray, decided: np.ndarray,
@@ -107,14 +134,41 @@ def task_thresholds(advantages: np.ndarray, task_index: np.ndarray, decided: np.
     return thresholds
 
 
-def indicators(advantages: np.ndarray, task_index: np.ndarray, intervention: np.ndarray,
-               positive_fraction: float) -> tuple[np.ndarray, dict[int, float]]:
+def youden_thresholds(advantages: np.ndarray, task_index: np.ndarray, decided: np.ndarray,
+                      success: np.ndarray) -> dict[int, float]:
+    """Per task, the epsilon maximizing Youden's J = TPR - FPR of 1(A > epsilon) for telling
+    decided steps of successful episodes from those of failed ones.
+
+    The labels then separate what the outcome separates as well as the advantage
+    can, instead of a fixed share. A task is left out (the caller keeps its
+    fraction threshold) when its decided steps lack either outcome or no epsilon
+    does better than chance (J <= 0).
+    """
+    thresholds = {}
+    for task in np.unique(task_index):
+        rows = (task_index == task) & decided
+        good, bad = np.sort(advantages[rows & success]), np.sort(advantages[rows & ~success])
+        if not len(good) or not len(bad):
+            continue
+        candidates = np.unique(advantages[rows])
+        tpr = 1.0 - np.searchsorted(good, candidates, side="right") / len(good)    # share with A > epsilon
+        fpr = 1.0 - np.searchsorted(bad, candidates, side="right") / len(bad)
+        best = int(np.argmax(tpr - fpr))
+        if tpr[best] - fpr[best] > 0:
+            thresholds[int(task)] = float(candidates[best])
+    return thresholds
+
+
+def indicators(advantages: np.ndarray, task_index: np.ndarray, intervention: np.ndarray, positive_fraction: float,
+               chosen: dict[int, float] | None = None) -> tuple[np.ndarray, dict[int, float]]:
     """Improvement indicator I_t = 1(A_t > epsilon_task), interventions forced POSITIVE.
 
+    epsilon_task puts `positive_fraction` of the task's decided steps above it,
+    except for the tasks in `chosen` (e.g. `youden_thresholds`), whose epsilon it gives.
     Returns (int64 array of NEGATIVE/POSITIVE per step, thresholds per task).
     """
     intervention = np.asarray(intervention, dtype=bool)
-    thresholds = task_thresholds(advantages, task_index, ~intervention, positive_fraction)
+    thresholds = {**task_thresholds(advantages, task_index, ~intervention, positive_fraction), **(chosen or {})}
     eps = np.array([thresholds.get(int(t), -np.inf) for t in task_index])
     positive = (advantages > eps) | intervention
     return np.where(positive, POSITIVE, NEGATIVE).astype(np.int64), thresholds

@@ -8,12 +8,15 @@ from robot_runtime.improvement_loop.recap import (
     POSITIVE,
     bin_centers,
     episode_rewards,
+    gae_advantages,
     indicators,
+    mc_advantages,
     mc_returns,
     n_step_advantages,
     normalized_returns,
     task_thresholds,
     to_bins,
+    youden_thresholds,
 )
 
 
@@ -130,3 +133,52 @@ def test_interventions_are_forced_positive_and_do_not_shift_the_threshold():
 def test_threshold_rejects_bad_fraction():
     with pytest.raises(ValueError, match="positive_fraction"):
         indicators(np.zeros(3), np.zeros(3, int), np.zeros(3, bool), 1.0)
+
+
+def test_monte_carlo_advantage_is_return_minus_value():
+    returns, values = np.array([-0.5, -0.25, 0.0]), np.array([-0.4, -0.5, 0.1])
+    np.testing.assert_allclose(mc_advantages(returns, values), [-0.1, 0.25, -0.1])
+
+
+def test_gae_by_hand_and_its_limits():
+    # A 3-step success (normalizer 6: R = -2/6, -1/6, 0) then a 2-step failure (its own episode).
+    lengths = np.array([3, 2])
+    episode, step, length = flat_index(lengths)
+    returns, _ = normalized_returns(lengths, [0, 0], [True, False])
+    values = np.array([-0.5, -0.1, -0.2, -0.9, -0.6])
+    # delta = r_t + V(o_t+1) - V(o_t), the value after the last step 0:
+    delta = [-1 / 6 - 0.1 + 0.5, -1 / 6 - 0.2 + 0.1, 0 + 0.2]
+    # lambda 0.5: A_2 = d_2, A_1 = d_1 + 0.5 A_2, A_0 = d_0 + 0.5 A_1 (= 0.15 and -1/6).
+    a2 = delta[2]
+    a1 = delta[1] + 0.5 * a2
+    a0 = delta[0] + 0.5 * a1
+    adv = gae_advantages(returns, values, episode, step, length, 0.5)
+    np.testing.assert_allclose(adv[:3], [a0, a1, a2])
+    assert adv[0] == pytest.approx(0.15) and adv[1] == pytest.approx(-1 / 6)
+    # The failure is its own episode: nothing of it leaks into the success's last step and back.
+    np.testing.assert_allclose(adv[3:], gae_advantages(returns[3:], values[3:], episode[3:] - 1, step[3:],
+                                                       length[3:], 0.5))
+    # lambda = 1 is Monte Carlo, lambda = 0 the 1-step advantage.
+    np.testing.assert_allclose(gae_advantages(returns, values, episode, step, length, 1.0),
+                               mc_advantages(returns, values), atol=1e-12)
+    np.testing.assert_allclose(gae_advantages(returns, values, episode, step, length, 0.0),
+                               n_step_advantages(returns, values, episode, step, length, 1), atol=1e-12)
+    with pytest.raises(ValueError, match="lambda"):
+        gae_advantages(returns, values, episode, step, length, 1.5)
+
+
+def test_youden_threshold_maximizes_tpr_minus_fpr_per_task():
+    # Task 0: successes 0.5 0.6 0.7 0.1, failures 0.0 0.2 0.3 -> epsilon 0.3 (TPR 3/4, FPR 0).
+    # Task 1: successes only -> left to the fraction rule. Task 2: reversed (J <= 0) -> left too.
+    adv = np.array([0.5, 0.6, 0.7, 0.1, 0.0, 0.2, 0.3, 9.0, 0.4, 0.5, 0.0, 1.0])
+    task = np.array([0] * 8 + [1, 1] + [2, 2])
+    success = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0], bool)
+    intervention = np.zeros(12, bool)
+    intervention[7] = True                      # an operator step of a failure with a huge advantage: not decided
+    thresholds = youden_thresholds(adv, task, ~intervention, success)
+    assert thresholds == {0: 0.3}
+    labels, used = indicators(adv, task, intervention, 0.5, thresholds)
+    assert used[0] == 0.3 and set(used) == {0, 1, 2}
+    assert labels[:8].tolist() == [POSITIVE] * 3 + [NEGATIVE] * 4 + [POSITIVE]
+    # Without a chosen threshold the same call is the fraction rule.
+    assert indicators(adv, task, intervention, 0.5)[1][0] == task_thresholds(adv, task, ~intervention, 0.5)[0]
