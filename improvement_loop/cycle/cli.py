@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 
+from robot_runtime.improvement_loop.cycle.advantage import ESTIMATORS, THRESHOLDS, VALUE_INITS, LabelConfig
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain, result_path
 from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
 from robot_runtime.improvement_loop.training.distributed import shutdown, world
@@ -31,6 +32,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--critic", choices=CRITICS, default=NetConfig.critic,
                         help="value network trained by the pretrain stage ('tql': TQL's transformer critic with "
                              "attention-entropy control); rounds keep the pretrained one's")
+    labels = parser.add_argument_group("round labels (advantage.LabelConfig; the defaults are today's recipe)")
+    labels.add_argument("--advantage", choices=ESTIMATORS, default=LabelConfig.estimator,
+                        help="n_step: r_t..t+N-1 + V(o_t+N) - V(o_t); mc: R_t - V(o_t); gae: GAE(--gae-lambda)")
+    labels.add_argument("--n-step", type=_n_step, default=LabelConfig.n_step,
+                        help="N of the n_step advantage (default one second of control); 'auto': per task, the N "
+                             "whose advantage best separates successful from failed episodes' autonomous steps")
+    labels.add_argument("--gae-lambda", type=float, default=LabelConfig.gae_lambda)
+    labels.add_argument("--threshold", choices=THRESHOLDS, default=LabelConfig.threshold,
+                        help="fraction: --positive-fraction of decided steps positive per task; youden: per task "
+                             "the threshold maximizing Youden's J on successful vs failed episodes' steps")
+    labels.add_argument("--positive-fraction", type=float, default=LabelConfig.positive_fraction)
+    labels.add_argument("--value-folds", type=int, default=LabelConfig.folds, help="cross-fitting folds by episode")
+    labels.add_argument("--value-ensemble", type=int, default=LabelConfig.ensemble,
+                        help="value members (own seeds and folds) whose mean values the advantages")
+    labels.add_argument("--value-init", choices=VALUE_INITS, default=LabelConfig.value_init,
+                        help="previous: warm-start each value model from the previous round's (folds by episode "
+                             "hash; set it from round 1 on); the policy always restarts from pretrain")
+    labels.add_argument("--value-store", action="append", default=[], metavar="DIR",
+                        help="another episode store (e.g. another task's) the round's value also trains on; "
+                             "repeatable")
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every,
                         help="steps between saved training states; rerunning a killed command resumes from them")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads,
@@ -38,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = {"checkpoint_every": args.checkpoint_every, "threads": args.threads}
-    cfg = CycleConfig(model_id=args.model_id, beta=args.beta,
+    label_cfg = LabelConfig(folds=args.value_folds, ensemble=args.value_ensemble, value_init=args.value_init,
+                            value_stores=tuple(args.value_store), estimator=args.advantage, n_step=args.n_step,
+                            gae_lambda=args.gae_lambda, threshold=args.threshold,
+                            positive_fraction=args.positive_fraction)
+    cfg = CycleConfig(model_id=args.model_id, beta=args.beta, labels=label_cfg,
                       value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                       policy=PolicyTrainConfig(steps=args.policy_steps, **common))
     try:
@@ -50,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(result.to_json(), indent=1))
     finally:
         shutdown()
+
+
+def _n_step(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 if __name__ == "__main__":

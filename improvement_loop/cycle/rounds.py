@@ -9,8 +9,11 @@ by episode (see advantage.py for why), N-step advantages (N = one second of
 control), per-task threshold at `positive_fraction` positive, operator
 corrections forced positive, then the advantage-conditioned policy trained from
 the *pretrained* policy (never the last round, to avoid drift); the bundle runs
-CFG with `beta`. improve = `round_data` (rows + labels) then `train_round`, split
-so that baselines (baselines.py) reuse a round's labels instead of retraining values.
+CFG with `beta`. `CycleConfig.labels` (advantage.LabelConfig) holds the other
+estimators, thresholds and values (ensemble, warm start, shared across stores);
+every round reports its label quality (label_quality.py) in its metrics.
+improve = `round_data` (rows + labels) then `train_round`, split so that
+baselines (baselines.py) reuse a round's labels instead of retraining values.
 
 Rounds keep the pretrained normalization stats and camera/state/action layout:
 the networks start from pretrained weights that only make sense in those units,
@@ -40,10 +43,11 @@ import numpy as np
 from robot_runtime.bundle import Camera, Manifest, Normalization
 from robot_runtime.episode import EpisodeLayout
 from robot_runtime.files import write_json_atomic
-from robot_runtime.improvement_loop.cycle.advantage import Labels, explained_variance, round_labels
+from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, Labels, joined, round_labels
 from robot_runtime.improvement_loop.data.batches import Tensors, prepare
 from robot_runtime.improvement_loop.data.dataset import Dataset, DatasetConfig, Stats, load_dataset
 from robot_runtime.improvement_loop.data.text import TextEmbedder
+from robot_runtime.improvement_loop.metrics import explained_variance
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.models.export import ExportConfig, export_bundle
 from robot_runtime.improvement_loop.recap import normalized_returns
@@ -72,9 +76,7 @@ class CycleConfig:
     policy: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     c_fail: float | None = None         # failure cost; None = the task's longest episode
-    positive_fraction: float = 0.4      # per-task share of advantage-labelled steps marked positive in a round
-    n_step: int | None = None           # advantage horizon; None = one second (control_rate_hz steps)
-    value_folds: int = 2                # cross-fitting folds (by episode) for a round's advantages
+    labels: LabelConfig = field(default_factory=LabelConfig)   # a round's values, advantages and thresholds
     beta: float = 1.0                   # CFG weight of the round bundles (1 = plain positive conditioning)
     denoising_steps: int = 10
     realtime_chunking: bool = True      # bundles take the committed prefix (see models.policy.VLAPolicy.sample)
@@ -87,7 +89,7 @@ class CycleResult:
     version: str
     bundle_path: str
     policy_checkpoint: str
-    value_checkpoints: list[str]        # pretrain: [V_pre]; a round: one per cross-fitting fold
+    value_checkpoints: list[str]        # pretrain: [V_pre]; a round: one per (ensemble member, fold), member-major
     metrics: dict
 
     def to_json(self) -> dict:
@@ -158,7 +160,7 @@ class RoundData:
 
 def round_data(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,
                cfg: CycleConfig = CycleConfig(), round_index: int = 1) -> RoundData:
-    """Every episode of the store in the pretrained units, cross-fitted values from V_pre, and indicators.
+    """Every episode of the store in the pretrained units, cross-fitted values, and indicators.
 
     `pretrained` is pretrain's CycleResult or the path of its result.json.
     """
@@ -170,6 +172,18 @@ def round_data(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretr
         raise ValueError(f"round {round_index} must start from the pretrain result, not from round "
                          f"{pretrained.round_index} ({pretrained.version}): rounds never build on rounds")
     start = time.perf_counter()
+    data, stats, tensors, returns = load_round(store_root, work_dir, pretrained, cfg)
+    out = stage_dir(work_dir, round_index)
+    labels = round_labels(tensors, data, returns, value_inits(work_dir, pretrained, cfg, round_index), cfg.value,
+                          cfg.labels, shared_value_rows(store_root, work_dir, pretrained, cfg),
+                          out / "tb", out / TRAINING_STATE)
+    return RoundData(round_index, pretrained, data, stats, tensors, labels, time.perf_counter() - start)
+
+
+def load_round(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult,
+               cfg: CycleConfig) -> tuple[Dataset, Stats, Tensors, np.ndarray]:
+    """A store's usable episodes in the pretrained layout, chunk length, rate and normalization, with their
+    normalized returns: (dataset, the pretrained stats, tensors, returns)."""
     policy, info = load_checkpoint(pretrained.policy_checkpoint, "policy")
     stats = Stats.from_json(info["stats"])
     data = load_dataset(store_root, replace(cfg.data, chunk_length=policy.spec.chunk_length),
@@ -177,13 +191,38 @@ def round_data(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretr
     if data.control_rate_hz != info["control_rate_hz"]:
         raise ValueError(f"{store_root}: episodes run at {data.control_rate_hz} Hz but the pretrained policy "
                          f"{pretrained.policy_checkpoint} was trained at {info['control_rate_hz']} Hz")
-    tensors = prepare(data, stats, _embed(work_dir, data.tasks))
-    returns = _returns(data, cfg)
-    out = stage_dir(work_dir, round_index)
-    labels = round_labels(tensors, data, returns, pretrained.value_checkpoints[0], cfg.value, cfg.value_folds,
-                          cfg.n_step or max(1, round(data.control_rate_hz)), cfg.positive_fraction,
-                          out / "tb", out / TRAINING_STATE)
-    return RoundData(round_index, pretrained, data, stats, tensors, labels, time.perf_counter() - start)
+    return data, stats, prepare(data, stats, _embed(work_dir, data.tasks)), _returns(data, cfg)
+
+
+def shared_value_rows(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult,
+                      cfg: CycleConfig) -> tuple[Tensors, np.ndarray] | None:
+    """The rows and returns of `cfg.labels.value_stores` (None without any), in the pretrained units."""
+    rows = None
+    for store in cfg.labels.value_stores:
+        if Path(store).resolve() == Path(store_root).resolve():
+            raise ValueError(f"{store}: value_stores lists the round's own store; its episodes would be valued "
+                             "by models that trained on them")
+        _, _, tensors, returns = load_round(store, work_dir, pretrained, cfg)
+        rows = (tensors, returns) if rows is None else (joined(rows[0], tensors), np.concatenate([rows[1], returns]))
+    return rows
+
+
+def value_inits(work_dir: str | os.PathLike, pretrained: CycleResult, cfg: CycleConfig, round_index: int) -> list[str]:
+    """The checkpoint each (member, fold) value model of the round starts from (see LabelConfig.value_init)."""
+    lc = cfg.labels
+    if lc.value_init == "pretrained" or round_index == 1:
+        return [pretrained.value_checkpoints[0]] * (lc.ensemble * lc.folds)
+    path = result_path(work_dir, round_index - 1)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: value_init 'previous' warm-starts from round {round_index - 1}'s values; "
+                                "run that round first (or use value_init 'pretrained')")
+    previous = CycleResult.load(path)
+    made = previous.metrics.get("value_models", {})
+    needed = {"members": lc.ensemble, "folds": lc.folds, "fold_rule": "episode_hash"}
+    if {key: made.get(key) for key in needed} != needed:
+        raise ValueError(f"{path}: its values were made as {made or 'shuffled folds'}; a warm start needs {needed} "
+                         "(the same models, folds by episode hash, so no model has seen the episodes it values)")
+    return previous.value_checkpoints
 
 
 def improve(store_root: str | os.PathLike, work_dir: str | os.PathLike, pretrained: CycleResult | str | os.PathLike,

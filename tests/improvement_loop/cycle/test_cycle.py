@@ -1,5 +1,6 @@
 """pretrain + improve end to end on a few synthetic episodes, with tiny step counts."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from safetensors import safe_open
 
 from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeLayout, EpisodeStore
-from robot_runtime.improvement_loop.cycle.advantage import episode_folds
+from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, episode_folds, stable_folds
 from robot_runtime.improvement_loop.cycle.cli import main
 from robot_runtime.improvement_loop.cycle.rounds import CycleResult, improve, pretrain, result_path
 
@@ -71,6 +72,13 @@ def test_improve_exports_an_advantage_bundle_from_the_pretrained_checkpoint(roun
     assert set(metrics["positive_fraction_by_outcome"]) == {"success", "failure"}
     assert metrics["parity_max_abs_error"] <= 1e-4
     assert round1.policy_checkpoint.startswith(str(work / "round_001"))
+    assert metrics["value_models"] == {"members": 1, "folds": 2, "fold_rule": "shuffle", "extra_rows": 0,
+                                       "init_checkpoints": pretrained.value_checkpoints}
+    quality = metrics["label_quality"]
+    assert set(quality["by_task"]) == set(TASKS) and quality["takeover_window"] == 10
+    for key in ("advantage_auc", "indicator_auc", "takeover_auc"):
+        assert 0 <= quality[key] <= 1
+    assert len(quality["value_calibration"]["bins"]) == 10 and quality["value_calibration"]["ece"] >= 0
 
 
 def test_skipped_episodes_are_counted_in_tensorboard(rounds):
@@ -92,6 +100,75 @@ def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
     assert load_bundle(round2.bundle_path).manifest.beta == 2.0
     with pytest.raises(ValueError, match="rounds never build on rounds"):
         improve(root, work, round2, config(), 3)
+
+
+OPTIONS = {
+    "mc_youden": LabelConfig(estimator="mc", threshold="youden"),
+    "gae": LabelConfig(estimator="gae", gae_lambda=0.9),
+    "auto_n": LabelConfig(n_step="auto"),
+    "ensemble": LabelConfig(ensemble=2),
+}
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_each_label_option_trains_a_round(rounds, name):
+    root, work, pretrained, _ = rounds
+    options = OPTIONS[name]
+    result = improve(root, work, pretrained, replace(config(), labels=options), 10 + list(OPTIONS).index(name))
+    m = result.metrics
+    assert m["advantage"] == options.estimator and m["threshold"] == options.threshold
+    assert 0 <= m["label_quality"]["advantage_auc"] <= 1
+    if name == "mc_youden":
+        assert "n_step" not in m and set(m["threshold_by_task"].values()) <= {"youden", "fraction"}
+    elif name == "gae":
+        assert m["gae_lambda"] == 0.9
+    elif name == "auto_n":
+        assert m["n_step"] == "auto" and set(m["n_step_by_task"]) == set(TASKS)
+        assert all(n in (2, 5, 10, 20, 40) for n in m["n_step_by_task"].values())      # 0.25..4 s at 10 Hz
+    else:
+        assert len(result.value_checkpoints) == 4 and len(m["value_member_explained_variance"]) == 2
+
+
+def test_a_shared_value_warm_started_across_rounds(rounds, tmp_path):
+    root, work, pretrained, _ = rounds
+    other = EpisodeStore(tmp_path / "other")                    # e.g. another task's store
+    for i in range(20, 24):
+        write_episode(other, i, "success" if i % 2 else "failure", steps=15, stage="rollout")
+    fresh = tmp_path / "work"
+    fresh.mkdir()
+    for shared in ("text_cache", "pretrain"):                  # the same start, rounds of its own
+        (fresh / shared).symlink_to(work / shared)
+    cfg = replace(config(), labels=LabelConfig(value_init="previous", value_stores=(str(other.root),)))
+    round1 = improve(root, fresh, pretrained, cfg, 1)
+    assert round1.metrics["value_models"] == {"members": 1, "folds": 2, "fold_rule": "episode_hash",
+                                              "init_checkpoints": pretrained.value_checkpoints, "extra_rows": 60}
+    main(["--store", str(root), "--work", str(fresh), "--stage", "round", "--round", "2", "--policy-steps", "2",
+          "--value-steps", "2", "--model-id", "tiny", "--value-init", "previous", "--value-store", str(other.root),
+          "--advantage", "gae", "--gae-lambda", "0.8", "--threshold", "youden", "--positive-fraction", "0.3"])
+    round2 = CycleResult.load(result_path(fresh, 2))
+    assert round2.metrics["value_models"]["init_checkpoints"] == sorted(round1.value_checkpoints)
+    assert (round2.metrics["gae_lambda"], round2.metrics["threshold"]) == (0.8, "youden")
+    assert round2.metrics["positive_fraction_target"] == 0.3
+    # Warm-starting from shuffled folds (the fixture's round 1) would value episodes with models that saw them.
+    with pytest.raises(ValueError, match="episode hash"):
+        improve(root, work, pretrained, cfg, 2)
+    with pytest.raises(ValueError, match="own store"):
+        improve(root, fresh, pretrained, replace(config(), labels=LabelConfig(value_stores=(str(root),))), 3)
+
+
+def test_label_options_are_checked():
+    for bad in ({"estimator": "td"}, {"threshold": "median"}, {"value_init": "last"}, {"n_step": 0},
+                {"n_step": "long"}, {"ensemble": 0}, {"folds": 1}, {"gae_lambda": 2.0}):
+        with pytest.raises(ValueError):
+            LabelConfig(**bad)
+
+
+def test_stable_folds_keep_an_episode_in_its_fold_as_the_store_grows():
+    ids = [f"ep{i:03d}" for i in range(40)]
+    first, grown = stable_folds(ids[:20], 2, seed=0), stable_folds(ids, 2, seed=0)
+    assert grown[:20].tolist() == first.tolist() and set(grown) == {0, 1}
+    with pytest.raises(ValueError, match="empty"):
+        stable_folds(ids[:1], 2, seed=0)
 
 
 def test_folds_split_episodes_evenly_and_refuse_too_few():
