@@ -1,13 +1,14 @@
 """The robot's upload agent: every committed episode reaches the workstation once, whatever the link does.
 
-It runs in its own thread (`start`), so the control loop never waits on it: hashing, file reads and
-ZeroMQ sends release the GIL. Each episode is offered (id, content hash, file table); the server answers
-with the chunk to resume from, chunks go out under a window of unacknowledged ones (and a token bucket on
-metered links), and the episode counts as uploaded only when the server answers `stored`: durable in its
-store and catalog. A cut (disconnect, no reply in time) closes the socket and offers again on a fresh one;
-the server resumes from the last chunk it acknowledged. What was acknowledged is kept in a small JSON file,
-so a restarted robot asks only about the rest. Only acknowledged episodes, labels included, may be
-deleted locally, and only when a retention policy says so (by default everything is kept).
+It runs in its own thread (`start`) at a lower CPU priority, so the control loop never waits on it:
+hashing, file reads and ZeroMQ sends release the GIL. Each episode is offered (id, content hash, file
+table); the server answers with the chunk to resume from, chunks go out under a window of unacknowledged
+ones (and a token bucket on metered links), and the episode counts as uploaded only when the server
+answers `stored`: durable in its store and catalog. A cut (disconnect, no reply in time) closes the
+socket and offers again on a fresh one; the server resumes from the last chunk it acknowledged. What was
+acknowledged is kept in a small JSON file, so a restarted robot asks only about the rest. Only
+acknowledged episodes, labels included, may be deleted locally, and only when a retention policy says so
+(by default everything is kept).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import collections
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -94,6 +96,7 @@ class UploaderConfig:
     scan_interval_s: float = 2.0
     reply_timeout_s: float = 30.0
     state_file: str = ""          # default: <store>/upload_state.json
+    nice: int = 10                # CPU priority of the upload thread and ZeroMQ's I/O thread (Linux, 0-19)
 
 
 @dataclass
@@ -256,6 +259,9 @@ class Uploader:
         return stored
 
     def _run(self) -> None:
+        # Lower this thread only (Linux: nice is per thread); ZeroMQ's I/O thread, started by our first socket
+        # here, inherits it. The control loop then keeps the cores when they are contended.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         while not self._stop.is_set():
             try:
                 self.sync()
