@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.improvement_loop.cycle.label_quality import label_quality, outcome_auc
+from robot_runtime.improvement_loop.cycle.label_quality import label_quality, mean_defined, outcome_auc, takeover_auc
 from robot_runtime.improvement_loop.data.batches import Tensors
 from robot_runtime.improvement_loop.data.dataset import Dataset
 from robot_runtime.improvement_loop.metrics import explained_variance
@@ -66,9 +66,13 @@ class LabelConfig:
       estimator    'n_step' (A = r_t..t+N-1 + V(o_t+N) - V(o_t)), 'mc' (R_t - V(o_t): no
                    second value prediction, the outcome in full) or 'gae' (GAE(gae_lambda)).
       n_step       N; None = one second of control; 'auto' = per task, the N among
-                   AUTO_N_SECONDS whose advantage has the highest out-of-fold outcome AUC
-                   (label_quality.outcome_auc) on the steps it labels (so that AUC is
-                   optimistic by a choice among five); undefined AUC keeps one second.
+                   AUTO_N_SECONDS whose out-of-fold advantage scores best on the mean of
+                   the outcome AUC and the takeover AUC (label_quality), each where defined,
+                   on the steps it labels (so optimistic by a choice among five); neither
+                   defined keeps one second. The outcome AUC alone would always pick the
+                   longest N: the return *is* the outcome, so the limit is filtered BC, and
+                   it credits the steps an operator rescued with the rescue; the takeover
+                   AUC (1 s before a takeover, stalls the operator saw) pulls the other way.
     Threshold:
       threshold    'fraction': per task, `positive_fraction` of decided steps positive
                    (the paper). 'youden': per task, the epsilon maximizing Youden's J for
@@ -179,16 +183,18 @@ def auto_n_step(data: Dataset, returns: np.ndarray, values: np.ndarray, default:
     candidates = sorted({max(1, round(s * data.control_rate_hz)) for s in AUTO_N_SECONDS} | {default})
     estimates = {n: n_step_advantages(returns, values, data.episode_index, data.step_index, data.episode_length, n)
                  for n in candidates}
-    aucs = {n: outcome_auc(estimate, data) for n, estimate in estimates.items()}
-    advantages, chosen = estimates[default].copy(), {}
-    for task in np.unique(data.task_index):
-        scored = {n: aucs[n][int(task)] for n in candidates if aucs[n][int(task)] is not None}
-        chosen[int(task)] = max(scored, key=scored.get) if scored else default
+    scores = {n: (outcome_auc(estimate, data), takeover_auc(estimate, data, default))
+              for n, estimate in estimates.items()}
+    advantages, chosen, score_by_task = estimates[default].copy(), {}, {}
+    for task in np.unique(data.task_index).tolist():
+        score_by_task[task] = {n: mean_defined(auc[task] for auc in scores[n]) for n in candidates}
+        defined = {n: score for n, score in score_by_task[task].items() if score is not None}
+        chosen[task] = max(defined, key=defined.get) if defined else default
         rows = data.task_index == task
-        advantages[rows] = estimates[chosen[int(task)]][rows]
+        advantages[rows] = estimates[chosen[task]][rows]
     return advantages, {"n_step": "auto", "n_step_by_task": {data.tasks[t]: n for t, n in chosen.items()},
-                        "n_step_auc_by_task": {data.tasks[t]: {str(n): aucs[n][t] for n in candidates}
-                                               for t in chosen}}
+                        "n_step_score_by_task": {data.tasks[t]: {str(n): score for n, score in by_n.items()}
+                                                 for t, by_n in score_by_task.items()}}
 
 
 def advantages_of(data: Dataset, returns: np.ndarray, values: np.ndarray, cfg: LabelConfig) -> tuple[np.ndarray, dict]:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="n_step: r_t..t+N-1 + V(o_t+N) - V(o_t); mc: R_t - V(o_t); gae: GAE(--gae-lambda)")
     labels.add_argument("--n-step", type=_n_step, default=LabelConfig.n_step,
                         help="N of the n_step advantage (default one second of control); 'auto': per task, the N "
-                             "whose advantage best separates successful from failed episodes' autonomous steps")
+                             "scoring best on the outcome and takeover AUCs (see advantage.LabelConfig)")
     labels.add_argument("--gae-lambda", type=float, default=LabelConfig.gae_lambda)
     labels.add_argument("--threshold", choices=THRESHOLDS, default=LabelConfig.threshold,
                         help="fraction: --positive-fraction of decided steps positive per task; youden: per task "

@@ -24,10 +24,19 @@ from robot_runtime.improvement_loop.recap import POSITIVE
 
 def outcome_auc(scores: np.ndarray, data: Dataset) -> dict[int, float | None]:
     """Per task index, the AUC of `scores` for telling autonomous steps of successes from those of failures."""
+    return _per_task(scores, data, data.success)
+
+
+def takeover_auc(scores: np.ndarray, data: Dataset, window: int) -> dict[int, float | None]:
+    """Per task index, the AUC of `scores` for telling other autonomous steps from those `before_takeover`."""
+    return _per_task(scores, data, ~before_takeover(data, window))
+
+
+def _per_task(scores: np.ndarray, data: Dataset, positive: np.ndarray) -> dict[int, float | None]:
     aucs = {}
     for task in np.unique(data.task_index):
         rows = ~data.intervention & (data.task_index == task)
-        aucs[int(task)] = rank_auc(scores[rows], data.success[rows])
+        aucs[int(task)] = rank_auc(scores[rows], positive[rows])
     return aucs
 
 
@@ -46,16 +55,15 @@ def before_takeover(data: Dataset, window: int) -> np.ndarray:
 def label_quality(data: Dataset, returns: np.ndarray, values: np.ndarray, advantages: np.ndarray,
                   labels: np.ndarray, window: int) -> dict:
     """The round's label-quality figures (see the module docstring); None where a figure is undefined."""
-    autonomous, positive = ~data.intervention, labels == POSITIVE
-    rescued = before_takeover(data, window)
+    autonomous, positive, rescued = ~data.intervention, labels == POSITIVE, before_takeover(data, window)
+    aucs = {"advantage_auc": outcome_auc(advantages, data), "indicator_auc": outcome_auc(positive, data),
+            "takeover_auc": takeover_auc(advantages, data, window)}
     by_task = {}
     for task, name in enumerate(data.tasks):
         rows = data.task_index == task
         mine = autonomous & rows
         by_task[name] = {
-            "advantage_auc": rank_auc(advantages[mine], data.success[mine]),
-            "indicator_auc": rank_auc(positive[mine], data.success[mine]),
-            "takeover_auc": rank_auc(advantages[mine], ~rescued[mine]),
+            **{key: per_task.get(task) for key, per_task in aucs.items()},
             "explained_variance": explained_variance(returns[rows], values[rows]),
             "positive_autonomous": {outcome: float(positive[mine & (data.success == ok)].mean())
                                     for outcome, ok in (("success", True), ("failure", False))
@@ -64,11 +72,11 @@ def label_quality(data: Dataset, returns: np.ndarray, values: np.ndarray, advant
                                  "failure": int(np.sum(mine & ~data.success)),
                                  "before_takeover": int(np.sum(mine & rescued))},
         }
-
-    def mean(key: str) -> float | None:
-        found = [figures[key] for figures in by_task.values() if figures[key] is not None]
-        return float(np.mean(found)) if found else None
-
-    return {"advantage_auc": mean("advantage_auc"), "indicator_auc": mean("indicator_auc"),
-            "takeover_auc": mean("takeover_auc"), "takeover_window": window,
+    return {**{key: mean_defined(per_task.values()) for key, per_task in aucs.items()}, "takeover_window": window,
             "value_calibration": calibration(values, returns), "by_task": by_task}
+
+
+def mean_defined(figures) -> float | None:
+    """The mean of the figures that are not None (None if there are none)."""
+    found = [f for f in figures if f is not None]
+    return float(np.mean(found)) if found else None
