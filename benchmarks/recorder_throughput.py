@@ -54,7 +54,7 @@ def writer_alone(frames, steps: int, root: Path) -> float:
     from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
     from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
 
-    layout = EpisodeLayout({c: (SIZE, SIZE) for c in CAMERAS}, STATE_NAMES, ACTION_NAMES)
+    layout = EpisodeLayout(dict.fromkeys(CAMERAS, (SIZE, SIZE)), STATE_NAMES, ACTION_NAMES)
     writer = EpisodeStore(root).writer(layout, EpisodeMetadata(task="bench", robot_id="bench", control_rate_hz=30))
     state, action = np.zeros(len(STATE_NAMES), np.float32), np.zeros(len(ACTION_NAMES), np.float32)
     started = time.perf_counter()
@@ -68,9 +68,9 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
+    from robot_runtime.bringup.launcher import GraphProcesses
     from robot_runtime.capture.disk_guard import tree_bytes
     from robot_runtime.episode import EpisodeStore
-    from robot_runtime.bringup.launcher import GraphProcesses
     from robot_runtime.messages import EpisodeEnd, EpisodeStart
     from robot_runtime.nodes import ros_io
     from robot_runtime.nodes.graph_client import GraphClient
@@ -96,7 +96,7 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
             cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
             state = np.zeros(len(STATE_NAMES), np.float32)
             action = np.zeros(len(ACTION_NAMES), np.float32)
-            frames_sent, episode_ids, tick = 0, [], 0
+            frames_sent, episode_ids, tick, ticks_in_episode = 0, [], 0, 0
             start = time.monotonic()
             next_state, next_tick, episode_end = start, start, start
             last_state_stamp, pending = 0, None

@@ -159,7 +159,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     with lock:
         got = dict(arrivals)
     roundtrip, late = [], []
-    for i, (stamp, published) in enumerate(sent):
+    for stamp, published in sent:
         if stamp in got:
             roundtrip.append((got[stamp] - published) / 1e6)
         in_time = stamp in got and got[stamp] - published <= period_ns
