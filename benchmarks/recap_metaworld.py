@@ -72,9 +72,8 @@ from pathlib import Path
 import numpy as np
 
 from robot_runtime.episode import EpisodeStore
-from robot_runtime.improvement_loop.cycle.baselines import DIAGNOSTICS
+from robot_runtime.improvement_loop.cycle.baselines import DIAGNOSTICS, train_baseline
 from robot_runtime.improvement_loop.cycle.baselines import METHODS as BASELINES
-from robot_runtime.improvement_loop.cycle.baselines import train_baseline
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult, pretrain, round_data, train_round
 from robot_runtime.improvement_loop.metrics import EpisodeOutcome, summarize, wilson_interval
 from robot_runtime.improvement_loop.models.layers import NetConfig
@@ -236,7 +235,8 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
                                  corrector, store, campaign=f"round {k} rollouts")
             rollouts = outcome_summary(collected)
             autonomous = sum(r.success and r.intervention_steps == 0 for r in collected)
-            log.info("%s round %d: %d rollouts by %s, %d successful (%d without help), operator on %.0f%% of steps (%s)",
+            log.info("%s round %d: %d rollouts by %s, %d successful (%d without help), "
+                     "operator on %.0f%% of steps (%s)",
                      tag, k, len(collected), collector.version, rollouts["successes"], autonomous,
                      100 * rollouts["intervention_rate"], t)
             stage_done(f"rollouts_r{k}", t)
@@ -275,7 +275,8 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
                     diagnostics[method] = outcome_summary(
                         run_many(robot, eval_layouts, load_runner(trained[method].bundle_path, seed)))
             log.info("%s round %d: %s (%s)", tag, k,
-                     ", ".join(f"{m} {100 * e['success_rate']:.0f}%" for m, e in {**evaluated, **diagnostics}.items()), t)
+                     ", ".join(f"{m} {100 * e['success_rate']:.0f}%"
+                               for m, e in {**evaluated, **diagnostics}.items()), t)
             stage_done(f"eval_r{k}", t)
             rounds.append(round_diagnostics(k, rd, collected, rollouts, trained))
             collector = trained["recap"]
@@ -283,7 +284,8 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
         robot.close()
     result = {"fingerprint": fingerprint, "task": task, "seed": seed,
               "demos": {"episodes": len(demos), "successes": sum(d.success for d in demos)},
-              "initial_training": {k: pretrained.metrics[k] for k in ("steps_used", "value_explained_variance_in_sample")},
+              "initial_training": {k: pretrained.metrics[k]
+                                   for k in ("steps_used", "value_explained_variance_in_sample")},
               "points": points, "diagnostics": diagnostics, "rounds": rounds, "stage_seconds": stages,
               "wall_seconds": round(time.perf_counter() - started, 1)}
     cache.write_text(json.dumps(result, indent=1))
@@ -332,7 +334,8 @@ def pooled(points: list[dict]) -> dict:
     successes = sum(p["successes"] for p in points)
     steps = sum(p["success_steps"] for p in points)
     rates = [p["success_rate"] for p in points]
-    return {"success_rate": successes / episodes if episodes else 0.0, "ci95": list(wilson_interval(successes, episodes)),
+    return {"success_rate": successes / episodes if episodes else 0.0,
+            "ci95": list(wilson_interval(successes, episodes)),
             "mean_steps_to_success": steps / successes if successes else None, "episodes": episodes,
             "successes": successes, "success_steps": steps,
             "seed_success_rates": rates, "seed_std": float(np.std(rates)) if len(rates) > 1 else 0.0}
@@ -391,7 +394,8 @@ def render_point(p: dict) -> str:
 
 def render(report: dict, cfg: BenchConfig) -> str:
     table, rounds = report["table"], cfg.rounds
-    head = "| task | method | " + " | ".join(f"round {k}" for k in range(rounds + 1)) + " | steps to success (last round) |"
+    head = ("| task | method | " + " | ".join(f"round {k}" for k in range(rounds + 1))
+            + " | steps to success (last round) |")
     rule = "|---|---|" + "---|" * (rounds + 2)
     lines = [f"# RECAP vs baselines on MetaWorld (`--obs {cfg.obs}`)", "",
              f"{len(cfg.tasks)} task(s) x {cfg.seeds} seed(s) x {rounds} round(s); {cfg.eval_episodes} held-out "
@@ -416,22 +420,29 @@ def render(report: dict, cfg: BenchConfig) -> str:
                          + " | ".join(cells) + " |")
     lines += ["", "## Rounds: data and labels (mean over seeds)", "",
               "| task | round | rollouts ok (no help) | operator steps | store episodes | value EV (out of fold) | "
-              "positive, autonomous steps: success eps / failure eps | AWR effective sample |", "|---|---|---|---|---|---|---|---|"]
+              "positive, autonomous steps: success eps / failure eps | AWR effective sample |",
+              "|---|---|---|---|---|---|---|---|"]
     for task, seeds in report["runs"].items():
         for k in range(rounds):
             rs = [run["rounds"][k] for run in seeds]
-            mean = lambda f: float(np.mean([f(r) for r in rs if f(r) is not None])) if any(f(r) is not None for r in rs) else float("nan")
+
+            def mean(f, rs=rs):
+                values = [f(r) for r in rs if f(r) is not None]
+                return float(np.mean(values)) if values else float("nan")
+
             lines.append(
                 f"| {task} | {k + 1} | {mean(lambda r: r['rollouts']['successes']):.1f} "
                 f"({mean(lambda r: r['rollouts_autonomous_successes']):.1f}) / {cfg.rollouts} | "
-                f"{pct(mean(lambda r: r['rollouts']['intervention_rate']))} | {mean(lambda r: r['store_episodes']):.0f} | "
+                f"{pct(mean(lambda r: r['rollouts']['intervention_rate']))} | "
+                f"{mean(lambda r: r['store_episodes']):.0f} | "
                 f"{mean(lambda r: r['value_explained_variance_out_of_fold']):.2f} | "
                 f"{mean(lambda r: r['positive_autonomous']['success']):.2f} / "
                 f"{mean(lambda r: r['positive_autonomous']['failure']):.2f} | "
                 f"{mean(lambda r: r['awr_selection']['effective_sample_fraction']):.2f} |")
     if report["diagnostics"]:
         lines += ["", "## Diagnostic: RECAP's labels without the conditioning (last round, pooled over seeds)", "",
-                  "positive_bc = behaviour cloning on exactly the rows RECAP labels positive (same start, same steps).", "",
+                  "positive_bc = behaviour cloning on exactly the rows RECAP labels positive "
+                  "(same start, same steps).", "",
                   "| task | recap_beta1 | positive_bc | filtered_bc |", "|---|---|---|---|"]
         for task, d in report["diagnostics"].items():
             lines.append(f"| {task} | {render_point(d['recap_beta1'])} | {render_point(d['positive_bc'])} | "
@@ -503,7 +514,8 @@ def run(cfg: BenchConfig) -> dict:
     report = {
         "settings": {
             "obs": cfg.obs, "tasks": list(cfg.tasks), "seeds": cfg.seeds, "rounds": cfg.rounds,
-            "eval_episodes": cfg.eval_episodes, "eval_layouts": f"seeds {EVAL_SEED_BASE}..{EVAL_SEED_BASE + cfg.eval_episodes - 1}",
+            "eval_episodes": cfg.eval_episodes,
+            "eval_layouts": f"seeds {EVAL_SEED_BASE}..{EVAL_SEED_BASE + cfg.eval_episodes - 1}",
             "demos": {t: cfg.demos[t] for t in cfg.tasks}, "demo_noise": cfg.demo_noise,
             "rollouts_per_round": cfg.rollouts, "max_steps": cfg.max_steps, "control_rate_hz": CONTROL_RATE_HZ,
             "executor": EXECUTOR,
@@ -521,14 +533,15 @@ def run(cfg: BenchConfig) -> dict:
         "compute_seconds": round(sum(run["wall_seconds"] for seeds in runs.values() for run in seeds), 1),
     }
     # The table's pooling counters are bookkeeping; results.json keeps the four figures plus the seeds.
+    point_figures = ("success_rate", "ci95", "mean_steps_to_success", "episodes")
     results = {"settings": report["settings"], "wall_seconds": report["wall_seconds"],
                "compute_seconds": report["compute_seconds"], "target": report["target"],
                "results": {task: {method: [{k: p[k] for k in ("success_rate", "ci95", "mean_steps_to_success",
                                                                "episodes", "seed_success_rates", "seed_std") if k in p}
                                            for p in points] for method, points in methods.items()}
                            for task, methods in table.items()},
-               "diagnostics": {task: {m: {k: p[k] for k in ("success_rate", "ci95", "mean_steps_to_success", "episodes")}
-                                      for m, p in methods.items()} for task, methods in report["diagnostics"].items()},
+               "diagnostics": {task: {m: {k: p[k] for k in point_figures} for m, p in methods.items()}
+                               for task, methods in report["diagnostics"].items()},
                "runs": report["runs"]}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
@@ -566,19 +579,23 @@ def parse_demos(text: str | None, tasks: tuple[str, ...]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=None, help=f"comma-separated MetaWorld tasks (default {','.join(DEFAULT_TASKS)})")
+    parser.add_argument("--tasks", default=None,
+                        help=f"comma-separated MetaWorld tasks (default {','.join(DEFAULT_TASKS)})")
     parser.add_argument("--rounds", type=int, default=None, help="improvement rounds (default 2)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default 3)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="held-out episodes per point (default 50)")
     parser.add_argument("--demos", default=None, help="demonstrations: N, or task=N,task=N (default per task)")
-    parser.add_argument("--demo-noise", type=float, default=BenchConfig.demo_noise, help="operator action noise in demos")
+    parser.add_argument("--demo-noise", type=float, default=BenchConfig.demo_noise,
+                        help="operator action noise in demos")
     parser.add_argument("--rollouts", type=int, default=None, help="autonomous episodes with corrections per round")
     parser.add_argument("--obs", choices=("state", "pixels"), default="state")
     parser.add_argument("--max-steps", type=int, default=BenchConfig.max_steps)
     parser.add_argument("--policy-steps", type=int, default=None, help="override the policy step budget (all methods)")
     parser.add_argument("--value-steps", type=int, default=None, help="override the value step budget")
-    parser.add_argument("--out", type=Path, required=True, help="results directory (results.json, results.md, success.png)")
-    parser.add_argument("--work", type=Path, default=None, help="episode stores, checkpoints, bundles (default /tmp/...)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="results directory (results.json, results.md, success.png)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="episode stores, checkpoints, bundles (default /tmp/...)")
     parser.add_argument("--no-corrections", action="store_true",
                         help="rounds collect autonomous episodes only (the operator never takes over)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the last round's positive_bc diagnostic")

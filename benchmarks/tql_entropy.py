@@ -45,10 +45,10 @@ from robot_runtime.episode import EpisodeStore
 from robot_runtime.improvement_loop.cycle.advantage import explained_variance
 from robot_runtime.improvement_loop.data.batches import Tensors, model_inputs, prepare
 from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
-from robot_runtime.improvement_loop.models.layers import EntropyConfig, NetConfig
-from robot_runtime.improvement_loop.recap import normalized_returns, to_bins
 from robot_runtime.improvement_loop.data.text import TextEmbedder
+from robot_runtime.improvement_loop.models.layers import EntropyConfig, NetConfig
 from robot_runtime.improvement_loop.models.value import GROUPS
+from robot_runtime.improvement_loop.recap import normalized_returns, to_bins
 from robot_runtime.improvement_loop.training.train import TrainConfig, input_spec, predict_values, train_value
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
@@ -197,15 +197,15 @@ def markdown(summary: dict) -> str:
         "",
         "Final entropies are means over the last 10 % of steps (nats; V = [VALUE] row, O = other rows).",
         "",
-        "| run | params | " + " | ".join(f"H L{l} {g[0].upper()}" for l in range(s["layers"]) for g in GROUPS)
-        + " | tau " + " / ".join(f"L{l} V" for l in range(s["layers"]))
+        "| run | params | " + " | ".join(f"H L{n} {g[0].upper()}" for n in range(s["layers"]) for g in GROUPS)
+        + " | tau " + " / ".join(f"L{n} V" for n in range(s["layers"]))
         + " | train CE | held-out CE | EV in-sample | EV held-out | s |",
         "|---|---|" + "---|" * (2 * s["layers"]) + "---|---|---|---|---|---|",
     ]
     for r in results:
         f, layers = r["final"], range(s["layers"])
-        entropies = " | ".join(f"{f[f'attention_entropy/layer{l}_{g}']:.2f}" for l in layers for g in GROUPS)
-        taus = " / ".join(f"{f[f'temperature/layer{l}_value']:.3g}" for l in layers) if r["control"] else "-"
+        entropies = " | ".join(f"{f[f'attention_entropy/layer{n}_{g}']:.2f}" for n in layers for g in GROUPS)
+        taus = " / ".join(f"{f[f'temperature/layer{n}_value']:.3g}" for n in layers) if r["control"] else "-"
         lines.append(f"| {r['run']} | {r['parameters']:,} | {entropies} | {taus} | {f['cross_entropy']:.3f} | "
                      f"{r['cross_entropy_held_out']:.3f} | {r['explained_variance_in_sample']} | "
                      f"{r['explained_variance_held_out']} | {r['seconds']:.0f} |")

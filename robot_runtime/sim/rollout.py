@@ -30,7 +30,7 @@ class RolloutResult:
 
 def sim_layout(robot: MetaWorldRobot) -> EpisodeLayout:
     size = robot.config.image_size
-    cameras = {c: (size, size) for c in robot.config.cameras} if robot.config.render else {}
+    cameras = dict.fromkeys(robot.config.cameras, (size, size)) if robot.config.render else {}
     return EpisodeLayout(cameras=cameras, state_names=STATE_NAMES, action_names=ACTION_NAMES)
 
 

@@ -2,9 +2,9 @@
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+
 from repo import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "recap_metaworld.py"
@@ -26,7 +26,7 @@ def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
     assert set(results["results"]) == {"push-v3", "average"}
     for task in ("push-v3", "average"):
         assert set(results["results"][task]) == set(bench.METHODS)
-        for method, rounds in results["results"][task].items():
+        for rounds in results["results"][task].values():
             assert len(rounds) == 2                                  # round 0 (shared BC start) and round 1
             for point in rounds:
                 low, high = point["ci95"]

@@ -5,11 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from bundle_factory import make_reference_bundle
 from robot_runtime.runtime.executor import PolicyExecutor, SwapError
 from robot_runtime.runtime.policy import PolicyRunner
 from robot_runtime.runtime.scheduler import ChunkScheduler
 from robot_runtime.sim.metaworld_robot import instruction_for
+
+from bundle_factory import make_reference_bundle
 
 TASK = instruction_for("push-v3")
 

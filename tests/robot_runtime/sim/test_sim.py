@@ -68,8 +68,9 @@ def state_robot():
 
 @pytest.fixture
 def state_policy(tmp_path):
-    from bundle_factory import make_reference_bundle
     from robot_runtime.runtime.policy import PolicyRunner
+
+    from bundle_factory import make_reference_bundle
 
     return PolicyRunner.load(make_reference_bundle(tmp_path / "b", cameras=()).path)
 
