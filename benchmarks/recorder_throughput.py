@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cpu_load import cpu_hogs
+
+from robot_runtime.runtime.realtime import POLICIES, request_realtime
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 CAMERAS = ("corner", "corner2", "gripperPOV")
@@ -64,7 +67,7 @@ def writer_alone(frames, steps: int, root: Path) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def run(duration: float, episode_seconds: float, out: Path) -> dict:
+def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off") -> dict:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
@@ -81,7 +84,8 @@ def run(duration: float, episode_seconds: float, out: Path) -> dict:
         tmp = Path(tmp)
         store_path = tmp / "store"
         graph = GraphProcesses("sim", {"recorder": {"store_path": str(store_path), "cameras": list(CAMERAS),
-                                                    "image_size": SIZE, "calibration_file": ""}},
+                                                    "image_size": SIZE, "calibration_file": "",
+                                                    "realtime": realtime}},
                                log_dir=tmp / "logs", only=["recorder"]).start()
         client = GraphClient("recorder_bench")
         node = client.node
@@ -155,9 +159,17 @@ def main(argv=None) -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--episode-seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--load", type=int, default=0, help="busy processes beside the recorder (cpu_load.py)")
+    parser.add_argument("--realtime", choices=POLICIES, default="off",
+                        help="the recorder's scheduling (its `realtime` parameter) and this harness's, which plays "
+                             "the cameras and the robot")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args.duration, args.episode_seconds, args.out)
+    harness = request_realtime(args.realtime)
+    with cpu_hogs(args.load):
+        results = run(args.duration, args.episode_seconds, args.out, args.realtime)
+    results.update(load=args.load, realtime=args.realtime, harness_scheduling=harness.policy,
+                   load_average=os.getloadavg()[0])
     results["targets"] = {"zero_dropped_frames": results["dropped_frames"] == 0,
                           "writer_at_least_3x_realtime": results["writer_realtime_factor"] >= 3}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

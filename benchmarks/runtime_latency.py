@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cpu_load import cpu_hogs
+
+from robot_runtime.runtime.realtime import POLICIES, request_realtime
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -81,7 +84,8 @@ def bench_engine(bundle_path: Path, seconds: float) -> dict:
     return {"engine": runner.engine.name, "engine_p50_ms": p50, "engine_p99_ms": p99, "engine_calls": len(times)}
 
 
-def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_dir: Path) -> dict:
+def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_dir: Path,
+                  realtime: str = "off") -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
 
@@ -91,8 +95,8 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for
 
-    graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 1}}, log_dir=log_dir,
-                           only=["policy_node"]).start()
+    graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 1, "realtime": realtime}},
+                           log_dir=log_dir, only=["policy_node"]).start()
     client = GraphClient("latency_bench")
     node = client.node
     arrivals: dict[int, float] = {}
@@ -190,14 +194,22 @@ def main(argv=None) -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--engine-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--load", type=int, default=0, help="busy processes beside the runtime (cpu_load.py)")
+    parser.add_argument("--realtime", choices=POLICIES, default="off",
+                        help="policy_node's scheduling (its `realtime` parameter) and this harness's, which plays "
+                             "the robot driver")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    harness = request_realtime(args.realtime)
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
         tmp = Path(tmp)
         first = reference_bundle(tmp / "reference-a", "a", 0)
         second = reference_bundle(tmp / "reference-b", "b", 1)
-        results = {**bench_engine(first, args.engine_seconds),
-                   **bench_runtime(first, second, args.duration, args.rate, tmp / "logs")}
+        engine = bench_engine(first, args.engine_seconds)  # the bare engine, before any load
+        with cpu_hogs(args.load):
+            runtime = bench_runtime(first, second, args.duration, args.rate, tmp / "logs", args.realtime)
+        results = {**engine, **runtime, "load": args.load, "realtime": args.realtime,
+                   "harness_scheduling": harness.policy, "load_average": os.getloadavg()[0]}
     results["targets"] = {
         "overhead_p50_le_1ms": results["tick_work_p50_ms"] <= 1.0,
         "e2e_p99_le_2x_engine_p99_plus_2ms": results["e2e_p99_ms"] <= 2 * results["engine_p99_ms"] + 2,

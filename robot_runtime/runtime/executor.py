@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
+from robot_runtime.runtime.realtime import normal_priority
 from robot_runtime.runtime.scheduler import ChunkScheduler
 
 
@@ -238,6 +239,7 @@ class PolicyExecutor:
             events.append(f"inference failed: {err}")
 
     def _work(self) -> None:
+        normal_priority()  # inference is heavy: it must never outrank the control thread or starve the robot
         while True:
             with self._cond:
                 while self._request is None and not self._stop:

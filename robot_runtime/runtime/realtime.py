@@ -1,0 +1,60 @@
+"""Scheduling for the control path on a busy computer: real-time priority where permitted, `nice` where not.
+
+A robot's computer is never quiet (perception, planning, logging share it). Under Linux's default
+scheduler a control thread waiting for a state message competes with every busy process for the
+cores, so ticks slip whenever the machine is loaded. With SCHED_FIFO (or SCHED_RR) the control
+thread, and the DDS threads created after it (threads inherit their creator's policy), run as soon
+as they are runnable. It needs CAP_SYS_NICE or an rtprio limit (`/etc/security/limits.conf`,
+`LimitRTPRIO=` in a systemd unit); where that is missing we fall back to a lower nice value, and
+say which one we got. Work that is heavy but not latency-critical (inference, writing episodes)
+is handed back to the normal scheduler with `normal_priority`, so it can never starve the machine.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+POLICIES = ("fifo", "rr", "off")
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """What the calling thread got, for logs and /diagnostics."""
+
+    policy: str          # "fifo", "rr", "nice" or "default"
+    priority: int        # real-time priority, or the nice value for "nice"
+    note: str = ""       # why it is not what was asked for; "" when it is
+
+
+def request_realtime(policy: str = "fifo", priority: int = 50, fallback_nice: int = -10) -> Scheduling:
+    """Give the calling thread (and threads it creates later) real-time priority, or the best fallback."""
+    if policy not in POLICIES:
+        raise ValueError(f"scheduling policy '{policy}' is not one of {POLICIES}")
+    if policy == "off":
+        return Scheduling("default", 0)
+    kind = os.SCHED_FIFO if policy == "fifo" else os.SCHED_RR
+    low, high = os.sched_get_priority_min(kind), os.sched_get_priority_max(kind)
+    if not low <= priority <= high:
+        raise ValueError(f"real-time priority {priority} is outside {low}..{high} for SCHED_{policy.upper()}")
+    try:
+        os.sched_setscheduler(0, kind, os.sched_param(priority))
+        return Scheduling(policy, priority)
+    except PermissionError:
+        reason = (f"SCHED_{policy.upper()} not permitted (needs CAP_SYS_NICE or an rtprio limit, "
+                  "e.g. LimitRTPRIO=99 in the systemd unit)")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, fallback_nice)
+        return Scheduling("nice", fallback_nice, f"{reason}; running at nice {fallback_nice}")
+    except PermissionError:
+        return Scheduling("default", 0, f"{reason}; lowering nice is not permitted either")
+
+
+def normal_priority(nice: int = 0) -> None:
+    """Put the calling thread back on the normal scheduler (for heavy work started by a real-time thread)."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:  # raising nice (lowering priority) is always permitted; be safe anyway
+        pass

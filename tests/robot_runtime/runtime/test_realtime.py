@@ -1,0 +1,53 @@
+"""Scheduling: the control thread gets real-time priority where permitted, heavy work goes back to normal."""
+import os
+import threading
+
+import pytest
+
+from robot_runtime.runtime.realtime import normal_priority, request_realtime
+
+
+def in_thread(fn):
+    """Run `fn` in a fresh thread (scheduling is per thread) and return what it returned."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(value=fn()))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+def test_realtime_or_a_named_fallback():
+    def ask():
+        got = request_realtime("fifo", 10)
+        return got, os.sched_getscheduler(0)
+
+    got, policy = in_thread(ask)
+    if got.policy == "fifo":
+        assert policy == os.SCHED_FIFO and got.note == ""
+    else:  # not permitted here: the fallback says why
+        assert "not permitted" in got.note and policy == os.SCHED_OTHER
+
+
+def test_heavy_work_started_by_a_realtime_thread_returns_to_normal():
+    def ask():
+        request_realtime("rr", 5)
+        child = {}
+
+        def work():
+            normal_priority()
+            child["policy"] = os.sched_getscheduler(0)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        return child["policy"]
+
+    assert in_thread(ask) == os.SCHED_OTHER
+
+
+def test_off_changes_nothing_and_bad_requests_are_refused():
+    assert in_thread(lambda: request_realtime("off")).policy == "default"
+    with pytest.raises(ValueError, match="not one of"):
+        request_realtime("deadline")
+    with pytest.raises(ValueError, match="outside"):
+        request_realtime("fifo", 1000)
