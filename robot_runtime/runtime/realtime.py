@@ -49,6 +49,21 @@ def request_realtime(policy: str = "fifo", priority: int = 50, fallback_nice: in
         return Scheduling("default", 0, f"{reason}; lowering nice is not permitted either")
 
 
+def request_realtime_for_process(policy: str = "fifo", priority: int = 50, fallback_nice: int = -10) -> Scheduling:
+    """`request_realtime` for the calling thread and every thread the process already runs (a node calls this
+    once its middleware threads exist: DDS receive threads must not wait behind busy processes either).
+    Threads that do heavy work call `normal_priority` when they start."""
+    got = request_realtime(policy, priority, fallback_nice)
+    if got.policy in ("fifo", "rr"):
+        kind = os.SCHED_FIFO if got.policy == "fifo" else os.SCHED_RR
+        for task in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setscheduler(int(task), kind, os.sched_param(priority))
+            except (PermissionError, ProcessLookupError):  # a thread that ended meanwhile
+                pass
+    return got
+
+
 def normal_priority(nice: int = 0) -> None:
     """Put the calling thread back on the normal scheduler (for heavy work started by a real-time thread)."""
     try:

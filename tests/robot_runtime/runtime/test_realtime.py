@@ -51,3 +51,21 @@ def test_off_changes_nothing_and_bad_requests_are_refused():
         request_realtime("deadline")
     with pytest.raises(ValueError, match="outside"):
         request_realtime("fifo", 1000)
+
+
+def test_the_whole_process_can_be_made_realtime(tmp_path):
+    """In a child process (so this test run keeps its scheduling): threads that already run are raised too."""
+    import subprocess
+    import sys
+
+    code = """
+import os, threading, time
+from robot_runtime.runtime.realtime import request_realtime_for_process
+stop = threading.Event()
+worker = threading.Thread(target=stop.wait); worker.start()
+got = request_realtime_for_process("fifo", 10)
+print(got.policy, os.sched_getscheduler(worker.native_id) == os.SCHED_FIFO)
+stop.set(); worker.join()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out in (["fifo", "True"], ["nice", "False"], ["default", "False"])
