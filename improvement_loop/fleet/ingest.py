@@ -14,6 +14,10 @@ other content, refused.
 
 How much: one upload in memory per robot, `window` chunks in flight, frames bounded by ZMQ_MAXMSGSIZE
 before libzmq allocates them. One thread: robots are served in turn, the disk is the limit anyway.
+
+Releases: the same socket answers a robot's release poll with the release assigned to it in the deployments
+tables (`deployments.py`, in the catalog's database), serves that release's chunks to it and records its
+install reports.
 """
 from __future__ import annotations
 
@@ -47,15 +51,19 @@ from robot_runtime.fleet.keys import FleetKeyError, list_keys, load_curve_keys
 from robot_runtime.fleet.protocol import (
     MAX_HEADER_BYTES,
     Chunk,
+    InstallReport,
     Labels,
     Offer,
     ProtocolError,
+    ReleaseFetch,
+    ReleasePoll,
     Reply,
     file_offsets,
     parse_request,
     segments,
 )
 from robot_runtime.improvement_loop.fleet.catalog import Catalog, repair, row_for
+from robot_runtime.improvement_loop.fleet.deployments import Deployments, Distributor
 
 log = logging.getLogger(__name__)
 INCOMING = "incoming"
@@ -74,6 +82,7 @@ class IngestConfig:
     max_chunk_bytes: int = 4 << 20
     window: int = 8
     max_uploads: int = 256         # uploads held in memory at once (one per robot)
+    release_chunk_bytes: int = 1 << 20
 
 
 class Allowlist:
@@ -150,6 +159,8 @@ class IngestServer:
         self.incoming = self.store.root / INCOMING
         self.incoming.mkdir(exist_ok=True)
         self.catalog = Catalog(config.catalog or self.store.root / "catalog.sqlite")
+        self.deployments = Deployments(config.catalog or self.store.root / "catalog.sqlite")
+        self.releases = Distributor(self.deployments, config.release_chunk_bytes)
         self.allowlist = Allowlist(config.robots_dir)
         public, secret = load_curve_keys(config.server_key_file)
         if secret is None:
@@ -182,6 +193,7 @@ class IngestServer:
         self.auth.stop()
         self.context.term()
         self.catalog.close()
+        self.deployments.close()
 
     def _repair(self):
         notes = {p.name[: -len(NOTE)]: p for p in self.incoming.glob(f"*/*{NOTE}")}
@@ -209,7 +221,9 @@ class IngestServer:
                 reply = Reply("denied", reason=f"this robot's key is not (or no longer) in {self.allowlist.directory}")
             else:
                 request = parse_request([f.buffer for f in body])
-                handler = {Offer: self._on_offer, Chunk: self._on_chunk, Labels: self._on_labels}[type(request)]
+                handler = {Offer: self._on_offer, Chunk: self._on_chunk, Labels: self._on_labels,
+                           ReleasePoll: self.releases.on_poll, ReleaseFetch: self.releases.on_fetch,
+                           InstallReport: self.releases.on_report}[type(request)]
                 reply = handler(robot, request)
         except ProtocolError as err:
             self.stats["malformed"] += 1

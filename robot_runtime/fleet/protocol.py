@@ -10,6 +10,12 @@ commit and is sent as an update) concatenated and cut into `chunk_size` chunks, 
 Its content hash is the sha256 of its file table (path, size, sha256 of each file): the same episode
 has the same hash whatever the chunk size, and a robot describes a schema-2 episode from its commit
 record without reading the frames (the server checks every byte against that record anyway).
+
+Releases travel the other way on the same framing: a robot polls (`ReleasePoll`), the server answers with
+the release assigned to it (`ReleaseOffer`: name, sequence, the file table of the signed release directory
+and its content hash; an empty name when none), the robot fetches chunks of that directory's byte stream
+(`ReleaseFetch` -> `ReleaseChunk`, each with its sha256) and reports what its model store made of it
+(`InstallReport`). The server answers a report, or anything it refuses, with a `Reply`.
 """
 from __future__ import annotations
 
@@ -126,15 +132,163 @@ class Reply:
                         content_sha256=self.content_sha256)]
 
 
-def parse_request(frames: list) -> Offer | Chunk | Labels:
+@dataclass(frozen=True)
+class ReleasePoll:
+    """A robot asks for its release, saying what its model store holds (current version, last sequence)."""
+
+    current: str
+    sequence: int
+
+    def frames(self) -> list[bytes]:
+        return [_header("release_poll", current=self.current, sequence=self.sequence)]
+
+
+@dataclass(frozen=True)
+class ReleaseOffer:
+    """The release a robot should run: a signed release directory's files (flat), as one byte stream cut into
+    `chunk_size` chunks. `name` "" means no release is assigned to this robot."""
+
+    name: str
+    sequence: int
+    content_sha256: str
+    chunk_size: int
+    files: tuple[FileEntry, ...]
+
+    @classmethod
+    def build(cls, name: str, sequence: int, files: tuple[FileEntry, ...], chunk_size: int) -> ReleaseOffer:
+        return cls(name, sequence, content_sha256(files), chunk_size, files)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.total_bytes // self.chunk_size)
+
+    def chunk_range(self, index: int) -> tuple[int, int]:
+        start = index * self.chunk_size
+        return start, min(self.chunk_size, self.total_bytes - start)
+
+    def frames(self) -> list[bytes]:
+        return [_header("release_offer", name=self.name, sequence=self.sequence, content_sha256=self.content_sha256,
+                        chunk_size=self.chunk_size, files=[[f.path, f.size, f.sha256] for f in self.files])]
+
+
+NO_RELEASE = ReleaseOffer("", 0, "0" * 64, MIN_CHUNK_BYTES, ())
+
+
+@dataclass(frozen=True)
+class ReleaseFetch:
+    content_sha256: str
+    index: int
+
+    def frames(self) -> list[bytes]:
+        return [_header("release_fetch", content_sha256=self.content_sha256, index=self.index)]
+
+
+@dataclass(frozen=True)
+class ReleaseChunk:
+    content_sha256: str
+    index: int
+    sha256: str
+    data: bytes | memoryview
+
+    def frames(self) -> list[bytes | memoryview]:
+        return [_header("release_chunk", content_sha256=self.content_sha256, index=self.index, sha256=self.sha256),
+                self.data]
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """What the robot's model store made of a release (model_store.InstallResult) and what is current now."""
+
+    name: str
+    sequence: int
+    installed: bool
+    cause: str
+    reason: str
+    current: str
+
+    def frames(self) -> list[bytes]:
+        return [_header("install_report", name=self.name, sequence=self.sequence, installed=self.installed,
+                        cause=self.cause, reason=self.reason[:MAX_REASON_CHARS], current=self.current)]
+
+
+Request = Offer | Chunk | Labels | ReleasePoll | ReleaseFetch | InstallReport
+
+
+def parse_request(frames: list) -> Request:
     """A robot's message, from raw frames (bytes, memoryviews or zmq.Frames' buffers)."""
     header = _parse_header(frames)
     kind = header.get("type")
-    parse = {"offer": parse_offer, "chunk": parse_chunk, "labels": parse_labels}.get(kind if isinstance(kind, str)
-                                                                                     else "")
+    parsers = {"offer": parse_offer, "chunk": parse_chunk, "labels": parse_labels, "release_poll": _parse_poll,
+               "release_fetch": _parse_fetch, "install_report": _parse_report}
+    parse = parsers.get(kind if isinstance(kind, str) else "")
     if parse is None:
-        raise ProtocolError(f"type {header.get('type')!r} is not a request (offer, chunk or labels)")
+        raise ProtocolError(f"type {header.get('type')!r} is not a request ({', '.join(parsers)})")
     return parse(header, frames[1:])
+
+
+def parse_release_answer(frames: list) -> ReleaseOffer | ReleaseChunk | Reply:
+    """The server's answer to a poll or a fetch, or a Reply (a refusal, a denied key, an acknowledged report)."""
+    header = _parse_header(frames)
+    kind = header.get("type")
+    if kind == "reply":
+        return parse_reply(frames)
+    if kind == "release_offer":
+        _fields(header, kind, ("name", "sequence", "content_sha256", "chunk_size", "files"), frames[1:], 0)
+        raw = header["files"]
+        if not isinstance(raw, list) or len(raw) > MAX_FILES:
+            raise ProtocolError(f"files: must be a list of at most {MAX_FILES} [path, size, sha256] entries")
+        files = tuple(_file_entry(i, entry) for i, entry in enumerate(raw))
+        if any("/" in f.path for f in files) or any(a.path >= b.path for a, b in zip(files, files[1:])):
+            raise ProtocolError("files: a release is a flat directory: unique names, sorted, no '/'")
+        name = _release_name(header["name"]) if header["name"] or files else ""
+        offer = ReleaseOffer(name, _int(header, "sequence", 0, 2**63 - 1), _sha(header, "content_sha256"),
+                             _int(header, "chunk_size", MIN_CHUNK_BYTES, MAX_CHUNK_BYTES), files)
+        if name and offer.content_sha256 != content_sha256(files):
+            raise ProtocolError("content_sha256: does not match the file table")
+        return offer
+    if kind == "release_chunk":
+        _fields(header, kind, ("content_sha256", "index", "sha256"), frames[1:], 1)
+        data = _bytes(frames[1], "chunk data", MAX_CHUNK_BYTES)
+        chunk = ReleaseChunk(_sha(header, "content_sha256"), _int(header, "index", 0, MAX_CHUNK_INDEX),
+                             _sha(header, "sha256"), data)
+        if not data or hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise ProtocolError(f"release chunk {chunk.index}: its data is empty or does not match its sha256")
+        return chunk
+    raise ProtocolError(f"type {kind!r:.40} is not an answer to a release request")
+
+
+def _parse_poll(header: dict, payload: list) -> ReleasePoll:
+    _fields(header, "release_poll", ("current", "sequence"), payload, 0)
+    current = _release_name(header["current"]) if header["current"] else ""
+    return ReleasePoll(current, _int(header, "sequence", 0, 2**63 - 1))
+
+
+def _parse_fetch(header: dict, payload: list) -> ReleaseFetch:
+    _fields(header, "release_fetch", ("content_sha256", "index"), payload, 0)
+    return ReleaseFetch(_sha(header, "content_sha256"), _int(header, "index", 0, MAX_CHUNK_INDEX))
+
+
+def _parse_report(header: dict, payload: list) -> InstallReport:
+    _fields(header, "install_report", ("name", "sequence", "installed", "cause", "reason", "current"), payload, 0)
+    if type(header["installed"]) is not bool:
+        raise ProtocolError("installed: must be true or false")
+    for key, limit in (("cause", 64), ("reason", MAX_REASON_CHARS)):
+        if not isinstance(header[key], str) or len(header[key]) > limit:
+            raise ProtocolError(f"{key}: must be text of at most {limit} characters")
+    return InstallReport(_release_name(header["name"]) if header["name"] else "",
+                         _int(header, "sequence", 0, 2**63 - 1), header["installed"], header["cause"],
+                         header["reason"], _release_name(header["current"]) if header["current"] else "")
+
+
+def _release_name(value) -> str:
+    try:
+        return check_name(value, "release name")
+    except UnsafeNameError as err:
+        raise ProtocolError(str(err)[:200]) from None
 
 
 def parse_offer(header: dict, payload: list) -> Offer:
@@ -220,6 +374,16 @@ def describe_episode(path: Path) -> tuple[FileEntry, ...]:
     if not entries:
         raise EpisodeError(f"{path}: has no files to upload")
     return tuple(sorted(entries, key=lambda f: f.path))
+
+
+def describe_release(path: Path) -> tuple[FileEntry, ...]:
+    """The file table of a signed release directory (flat: the bundle's files and release.json), sorted."""
+    entries = []
+    for file in sorted(Path(path).iterdir()):
+        if file.is_symlink() or not file.is_file():
+            raise ProtocolError(f"{file}: a release directory holds only plain files")
+        entries.append(FileEntry(check_name(file.name, "release file"), file.stat().st_size, sha256_file(file)))
+    return tuple(entries)
 
 
 def file_offsets(files: tuple[FileEntry, ...]) -> list[int]:

@@ -1,14 +1,14 @@
 """The robot's upload agent: every committed episode reaches the workstation once, whatever the link does.
 
-It runs in its own thread (`start`) at a lower CPU priority, so the control loop never waits on it:
-hashing, file reads and ZeroMQ sends release the GIL. Each episode is offered (id, content hash, file
-table); the server answers with the chunk to resume from, chunks go out under a window of unacknowledged
-ones (and a token bucket on metered links), and the episode counts as uploaded only when the server
-answers `stored`: durable in its store and catalog. A cut (disconnect, no reply in time) closes the
+It runs in its own thread (`start`), in the fleet agent's own process at a lower CPU priority, so the control
+loop never waits on it (hashing, file reads and ZeroMQ sends release the GIL besides). Each episode is offered
+(id, content hash, file table); the server answers with the chunk to resume from, chunks go out under a window
+of unacknowledged ones (and a token bucket on metered links), and the episode counts as uploaded only when the
+server answers `stored`: durable in its store and catalog. A cut (disconnect, no reply in time) closes the
 socket and offers again on a fresh one; the server resumes from the last chunk it acknowledged. What was
-acknowledged is kept in a small JSON file, so a restarted robot asks only about the rest. Only
-acknowledged episodes, labels included, may be deleted locally, and only when a retention policy says so
-(by default everything is kept).
+acknowledged is kept in a small JSON file, so a restarted robot asks only about the rest. Only acknowledged
+episodes, labels included, may be deleted locally, and only when a retention policy says so (by default
+everything is kept).
 """
 from __future__ import annotations
 
@@ -96,7 +96,10 @@ class UploaderConfig:
     scan_interval_s: float = 2.0
     reply_timeout_s: float = 30.0
     state_file: str = ""          # default: <store>/upload_state.json
-    nice: int = 10                # CPU priority of the upload thread and ZeroMQ's I/O thread (Linux, 0-19)
+    # CPU priority (Linux nice, 0-19) of the upload thread and ZeroMQ's I/O thread. Raise it where the uploader
+    # has a process of its own (the fleet agent: 10); in a control loop's process a descheduled upload thread
+    # holding the GIL would stall the loop instead.
+    nice: int = 0
 
 
 @dataclass
@@ -174,6 +177,10 @@ class _Link:
 
     def receive(self, episode_id: str) -> Reply:
         """The next reply about `episode_id` (or this robot); _Cut on a drop or silence, _Denied on a refused key."""
+        return self.receive_with(parse_reply, lambda reply: reply.episode_id in (episode_id, ""))
+
+    def receive_with(self, parse, accept):
+        """The next message `parse` reads and `accept` takes (the release client's answers use their own parser)."""
         deadline = time.monotonic() + self.timeout_ms / 1000
         while (left := deadline - time.monotonic()) > 0:
             if self.stop.is_set():
@@ -187,10 +194,10 @@ class _Link:
                              "certificate in the server's robot allowlist (or use the right server key)")
             if self.socket in events:
                 try:
-                    reply = parse_reply(self.socket.recv_multipart())
+                    reply = parse(self.socket.recv_multipart())
                 except ProtocolError as err:
                     raise _Cut(f"{self.endpoint} sent a malformed reply ({err})") from None
-                if reply.episode_id in (episode_id, ""):
+                if accept(reply):
                     return reply
         raise _Cut(f"no reply from {self.endpoint} in {self.timeout_ms / 1000:.0f} s")
 
@@ -259,9 +266,8 @@ class Uploader:
         return stored
 
     def _run(self) -> None:
-        # Lower this thread only (Linux: nice is per thread); ZeroMQ's I/O thread, started by our first socket
-        # here, inherits it. The control loop then keeps the cores when they are contended.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
+        if self.config.nice:  # this thread only (Linux); ZeroMQ's I/O thread, started from here, inherits it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         while not self._stop.is_set():
             try:
                 self.sync()
