@@ -29,7 +29,9 @@ from robot_runtime.messages import MessageError, parse_episode_event
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.parameters import declare
 
-SETTLE_S = 2.0  # the latched episode events arrive before bundle_path is ever set
+# Before bundle_path is ever set, the latched episode events must have arrived: wait this long after an events
+# publisher is first matched (or, with none, after start: then nothing runs episodes).
+SETTLE_S = 3.0
 
 
 class FleetAgentNode(Node):
@@ -76,6 +78,7 @@ class FleetAgentNode(Node):
             if self.model_root:
                 self._start_releases(endpoint, key_file, server_key_file, reply_timeout_s)
         self._started = self.get_clock().now()
+        self._events_seen = None  # when an episode/events publisher was first matched
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
         self.param_client = self.create_client(SetParameters, f"{self.policy_node}/set_parameters")
         self.diag_pub = self.create_publisher(DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, 10)
@@ -112,7 +115,7 @@ class FleetAgentNode(Node):
     def _maybe_switch(self) -> None:
         """Point policy_node at the store's current version, between episodes only."""
         try:
-            if self.releases is None or (self.get_clock().now() - self._started).nanoseconds < SETTLE_S * 1e9:
+            if self.releases is None or not self._settled():
                 return
             path = self.switch.due(current_version(self.model_root))
             if path is None:
@@ -124,6 +127,13 @@ class FleetAgentNode(Node):
             self.param_client.call_async(request).add_done_callback(lambda f, path=path: self._switched(path, f))
         except Exception as err:  # a timer must never take the node down
             self.get_logger().error(f"bundle switch failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0)
+
+    def _settled(self) -> bool:
+        now = self.get_clock().now()
+        if self._events_seen is None and self.count_publishers(ros_io.EPISODE_EVENTS_TOPIC):
+            self._events_seen = now
+        since = self._events_seen or self._started
+        return (now - since).nanoseconds >= SETTLE_S * 1e9
 
     def _switched(self, path: str, future) -> None:
         try:

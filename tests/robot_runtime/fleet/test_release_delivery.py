@@ -1,19 +1,28 @@
 """Releases reach robots over the fleet link: an assigned release is installed and reported; a tampered or
 misfit one is refused by the robot and the refusal reaches the workstation; a signed rollback brings the
-previous version back; a robot not targeted, and a key not on the allowlist, get nothing."""
+previous version back; a robot not targeted, and a key not on the allowlist, get nothing. Over DDS: the
+fleet_agent node idles with an empty endpoint, and sets policy_node's bundle_path only after an episode end."""
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from fleet_world import ServerThread, make_keys
+from std_msgs.msg import String
 
 from robot_runtime.episode import EpisodeLayout
 from robot_runtime.fleet import keys
-from robot_runtime.fleet.model_store import ModelStore, RobotDescription
+from robot_runtime.fleet.model_store import ModelStore, RobotDescription, current_version
 from robot_runtime.fleet.protocol import ReleasePoll, file_offsets
 from robot_runtime.fleet.releases import sign_bundle, sign_rollback
 from robot_runtime.fleet.releases_client import BundleSwitch, ReleaseClient, ReleaseClientConfig
 from robot_runtime.improvement_loop.fleet.deployments import DeploymentError, Deployments
 from robot_runtime.messages import EpisodeEnd, EpisodeStart
+from robot_runtime.nodes import ros_io
+from robot_runtime.nodes.graph_client import GraphClient
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
 
 from bundle_factory import make_reference_bundle
@@ -167,3 +176,77 @@ def test_bundle_path_changes_only_between_episodes():
     switch.sent("/models/versions/reference-v3")
     switch.done("/models/versions/reference-v3", False, "bundle refused")
     assert switch.refusal == "bundle refused" and switch.due("/models/versions/reference-v3") is None
+
+
+def agent_status(diagnostics, name: str = "fleet_agent: uploads"):
+    for msg in reversed(diagnostics):
+        for status in msg.status:
+            if status.name == name:
+                return status
+    return None
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def test_an_empty_endpoint_idles_quietly(tmp_path):
+    node = subprocess.Popen([sys.executable, "-m", "robot_runtime.nodes.fleet_agent", "--ros-args",
+                             "-p", "server_endpoint:=''", "-p", f"model_root:={tmp_path / 'models'}"])
+    client = GraphClient("fleet_agent_idle_test")
+    diagnostics = []
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    try:
+        status = wait(lambda: agent_status(diagnostics), 30, "diagnostics")
+        assert status.level == status.OK and "disabled" in status.message
+        assert node.poll() is None and not (tmp_path / "models").exists()
+    finally:
+        client.close()
+        node.terminate()
+        assert node.wait(10) == 0
+
+
+def test_bundle_path_follows_the_installed_release_after_the_episode_ends(tmp_path):
+    world = World(tmp_path, robots=("r1",))
+    diagnostics = []
+    models = tmp_path / "robot" / "models"
+    params = tmp_path / "agent.yaml"
+    params.write_text(yaml.safe_dump({"fleet_agent": {"ros__parameters": {
+        "server_endpoint": world.server.endpoint, "key_file": str(world.made.robot("r1")),
+        "server_key_file": str(world.made.server_public), "store_path": str(tmp_path / "robot" / "episodes"),
+        "model_root": str(models), "trust_dir": str(world.trust), "release_poll_s": 0.2,
+        "cameras": ["corner", "gripperPOV"], "image_size": 96, "state_names": list(STATE_NAMES),
+        "action_names": list(ACTION_NAMES), "action_low": [-1.0] * 4, "action_high": [1.0] * 4}}}))
+    policy = subprocess.Popen([sys.executable, "-m", "robot_runtime.nodes.policy_node"])
+    client = GraphClient("fleet_agent_release_test")
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    events = client.node.create_publisher(String, ros_io.EPISODE_EVENTS_TOPIC, ros_io.LATCHED_QOS)
+    agent = subprocess.Popen([sys.executable, "-m", "robot_runtime.nodes.fleet_agent", "--ros-args",
+                              "--params-file", str(params)])
+    try:
+        client.wait_for_graph(["policy_node", "fleet_agent"], timeout=60)
+        time.sleep(1.0)  # the event publisher matched to both nodes
+        events.publish(ros_io.to_string_msg(EpisodeStart("ep1", "push", "r1", 20.0, 1)))
+        time.sleep(1.0)
+        world.deployments.assign(world.release("v1", 1), ["r1"], "first model")
+        installed = wait(lambda: current_version(models), 30, "the release to be installed")
+        time.sleep(3.0)  # past the agent's settle time, with the episode still running
+        assert client.get_parameters("policy_node", ["bundle_path"])["bundle_path"] == ""
+        events.publish(ros_io.to_string_msg(EpisodeEnd("ep1", "done", 10, True)))
+        wait(lambda: client.get_parameters("policy_node", ["bundle_path"])["bundle_path"] == str(installed), 30,
+             "bundle_path to be set")
+        assert world.deployments.robot_states()["r1"].current == "reference-v1"
+        models_status = wait(lambda: agent_status(diagnostics, "fleet_agent: models"), 10, "model diagnostics")
+        assert "running reference-v1" in models_status.message, models_status.message
+    finally:
+        client.close()
+        for process in (agent, policy):
+            process.terminate()
+        for process in (agent, policy):
+            process.wait(10)
+        world.close()
