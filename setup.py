@@ -23,7 +23,8 @@ def subpackages() -> list[str]:
         found += [package] + [f"{package}.{sub}" for sub in find_packages(folder)]
     return found
 
-NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator", "teleop_device"]
+NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator", "teleop_device",
+         "fleet_agent"]
 
 setup(
     name=PACKAGE,
@@ -50,6 +51,7 @@ setup(
             f"robot-runtime-train = {PACKAGE}.improvement_loop.cycle.cli:main",
             f"robot-runtime-episodes = {PACKAGE}.datatools.cli:main",
             f"robot-runtime-fleet = {PACKAGE}.fleet.cli:main",
+            f"robot-runtime-ingest = {PACKAGE}.improvement_loop.fleet.ingest:main",
         ],
     },
 )

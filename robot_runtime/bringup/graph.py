@@ -46,6 +46,7 @@ def robot_graph() -> list[NodeSpec]:
         NodeSpec("teleop_mux", "teleop_mux"),
         NodeSpec("policy_node", "policy_node"),
         NodeSpec("recorder", "recorder"),
+        NodeSpec("fleet_agent", "fleet_agent"),  # idles until config/robot.yaml names a server_endpoint
     ]
 
 
