@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from cpu_load import cpu_hogs
 
-from robot_runtime.runtime.realtime import POLICIES, request_realtime
+from robot_runtime.runtime.realtime import POLICIES
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 CAMERAS = ("corner", "corner2", "gripperPOV")
@@ -161,15 +161,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the recorder (cpu_load.py)")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
-                        help="the recorder's scheduling (its `realtime` parameter) and this harness's, which plays "
-                             "the cameras and the robot")
+                        help="the recorder's scheduling (its `realtime` parameter)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    harness = request_realtime(args.realtime)
     with cpu_hogs(args.load):
         results = run(args.duration, args.episode_seconds, args.out, args.realtime)
-    results.update(load=args.load, realtime=args.realtime, harness_scheduling=harness.policy,
-                   load_average=os.getloadavg()[0])
+    results.update(load=args.load, realtime=args.realtime, load_average=os.getloadavg()[0])
     results["targets"] = {"zero_dropped_frames": results["dropped_frames"] == 0,
                           "writer_at_least_3x_realtime": results["writer_realtime_factor"] >= 3}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from cpu_load import cpu_hogs
 
-from robot_runtime.runtime.realtime import POLICIES, request_realtime
+from robot_runtime.runtime.realtime import POLICIES
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -196,11 +196,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the runtime (cpu_load.py)")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
-                        help="policy_node's scheduling (its `realtime` parameter) and this harness's, which plays "
-                             "the robot driver")
+                        help="policy_node's scheduling (its `realtime` parameter)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    harness = request_realtime(args.realtime)
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
         tmp = Path(tmp)
         first = reference_bundle(tmp / "reference-a", "a", 0)
@@ -209,7 +207,7 @@ def main(argv=None) -> None:
         with cpu_hogs(args.load):
             runtime = bench_runtime(first, second, args.duration, args.rate, tmp / "logs", args.realtime)
         results = {**engine, **runtime, "load": args.load, "realtime": args.realtime,
-                   "harness_scheduling": harness.policy, "load_average": os.getloadavg()[0]}
+                   "load_average": os.getloadavg()[0]}
     results["targets"] = {
         "overhead_p50_le_1ms": results["tick_work_p50_ms"] <= 1.0,
         "e2e_p99_le_2x_engine_p99_plus_2ms": results["e2e_p99_ms"] <= 2 * results["engine_p99_ms"] + 2,
