@@ -46,6 +46,8 @@ class FleetAgentNode(Node):
                                   "the ingest server's public CURVE certificate (<server>.key)", True)
         reply_timeout_s = declare(self, "reply_timeout_s", 30.0,
                                   "seconds without an answer before the link counts as cut", True)
+        self.nice = declare(self, "nice", 10, "CPU priority (Linux nice) of the upload and release threads: this "
+                            "process yields the cores to the control loop's", True, low=0, high=19)
         config = UploaderConfig(
             endpoint=endpoint, key_file=key_file, server_key_file=server_key_file,
             chunk_size=declare(self, "chunk_size", 1 << 20, "bytes per upload chunk (the server caps it)", True),
@@ -58,7 +60,7 @@ class FleetAgentNode(Node):
                                      "delete uploaded episodes, oldest first, above this store size; 0 = keep",
                                      True)),
             scan_interval_s=declare(self, "scan_interval_s", 2.0, "how often to look for new episodes", True),
-            reply_timeout_s=reply_timeout_s)
+            reply_timeout_s=reply_timeout_s, nice=self.nice)
         self.model_root = declare(self, "model_root", "", "the model store (versions/, current.json); "
                                   "empty: releases are not fetched", True)
         self.policy_node = declare(self, "policy_node", "policy_node", "the node whose bundle_path is set", True)
@@ -100,7 +102,7 @@ class FleetAgentNode(Node):
             self.releases = ReleaseClient(store, ReleaseClientConfig(
                 endpoint, key_file, server_key_file,
                 poll_interval_s=declare(self, "release_poll_s", 30.0, "how often to ask for this robot's release",
-                                        True), reply_timeout_s=reply_timeout_s))
+                                        True), reply_timeout_s=reply_timeout_s, nice=self.nice))
             self.releases.start()
         except (FleetKeyError, StoreError, OSError, ValueError) as err:
             self.release_problem = f"not fetching releases: {err}"

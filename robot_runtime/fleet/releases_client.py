@@ -50,7 +50,8 @@ class ReleaseClientConfig:
     poll_interval_s: float = 30.0
     reply_timeout_s: float = 30.0
     window: int = 4               # chunk requests in flight
-    nice: int = 10                # CPU priority of the polling thread (Linux, 0-19)
+    nice: int = 0                 # CPU priority of the polling thread (Linux, 0-19): the node's to choose, as
+                                  # for the uploader (a descheduled thread holding the GIL stalls its process)
 
 
 @dataclass
@@ -133,7 +134,8 @@ class ReleaseClient:
             return None
 
     def _run(self) -> None:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
+        if self.config.nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
         while not self._stop.is_set():
             try:
                 self.poll_once()
