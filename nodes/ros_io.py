@@ -15,6 +15,7 @@ Events, status and labels are JSON in std_msgs/String, typed by `robot_runtime.m
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -85,6 +86,10 @@ def joint_state_msg(names: Iterable[str], values: np.ndarray, ns: int, frame_id:
     msg.header.frame_id = frame_id
     msg.name = list(names)
     msg.position = [float(v) for v in values]
+    # Velocity and effort are not measured here: NaN says so. Left empty, the CDR that rclpy writes for a
+    # JointState ending in an empty sequence is refused by other CDR readers (rosbags: "size mismatch"),
+    # so a bag of our topics could not be read by tools outside ROS.
+    msg.velocity = msg.effort = [math.nan] * len(msg.position)
     return msg
 
 
