@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE  # torch threads sleep instead of spinning (10-60x faster on a shared machine)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test clean
+.PHONY: venv demo lint test clean
 
 $(STAMP): requirements/*.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m robot_runtime.improvement_loop.demo --out demo_output
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) demo_output build *.egg-info
+	rm -rf $(VENV) demo_output build *.egg-info .ruff_cache

@@ -1,15 +1,15 @@
 """End to end over real DDS: the nodes as separate processes, episodes checked in Zarr."""
 import json
-import time
 
 import numpy as np
 import pytest
 
-from bundle_factory import make_reference_bundle
-from robot_runtime.episode import EpisodeStore
 from robot_runtime.bringup.launcher import GraphProcesses
+from robot_runtime.episode import EpisodeStore
 from robot_runtime.nodes.graph_client import SIM_NODES, SIM_TOPICS, GraphClient
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
+
+from bundle_factory import make_reference_bundle
 
 
 @pytest.fixture(scope="module")

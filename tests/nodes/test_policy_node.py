@@ -4,11 +4,12 @@ import time
 import numpy as np
 import pytest
 
-from bundle_factory import make_reference_bundle
-from dds_feeder import Feeder
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.graph_client import GraphClient
+
+from bundle_factory import make_reference_bundle
+from dds_feeder import Feeder
 
 
 @pytest.fixture

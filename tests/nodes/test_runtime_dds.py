@@ -12,12 +12,13 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from bundle_factory import make_reference_bundle
-from dds_feeder import Feeder
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.graph_client import GraphClient
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES
+
+from bundle_factory import make_reference_bundle
+from dds_feeder import Feeder
 
 HOLD_DELTAS = slice(0, 3)  # ee_dx, ee_dy, ee_dz hold at zero (config/sim.yaml)
 

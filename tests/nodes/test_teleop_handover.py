@@ -4,12 +4,13 @@ import time
 import numpy as np
 from sensor_msgs.msg import Joy
 
-from bundle_factory import make_reference_bundle
-from robot_runtime.episode import EpisodeStore
 from robot_runtime.bringup.launcher import GraphProcesses
+from robot_runtime.episode import EpisodeStore
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.graph_client import GraphClient
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES
+
+from bundle_factory import make_reference_bundle
 
 MAX_DELTA = 0.25
 
