@@ -28,12 +28,14 @@ from robot_runtime.teleop.devices import MappingError, TeleopDevice
 class TeleopDeviceNode(Node):
     def __init__(self):
         super().__init__("teleop_device")
-        device = declare(self, "device", "joy", "joy | twist | joint_state", read_only=True)
+        device = declare(self, "device", "joy", "the device's message type", read_only=True,
+                         choices=("joy", "twist", "joint_state"))
         topic = declare(self, "device_topic", "joy", "the device's topic", read_only=True)
         buttons_topic = declare(self, "buttons_topic", "", "Joy topic with the deadman button, if separate",
                                 read_only=True)
         deadman = declare(self, "deadman", "buttons[4]", "buttons[i] or always", read_only=True)
-        deadband = declare(self, "deadband", 0.05, "stick/mouse inputs below this read as zero", read_only=True)
+        deadband = declare(self, "deadband", 0.05, "stick/mouse inputs below this read as zero", read_only=True,
+                           low=0.0, high=1.0)
         action_names = declare(self, "action_names", [""], "actions to command, in order", read_only=True)
         mapping = {a: declare(self, f"mapping.{a}", "", f"device inputs that make '{a}'", read_only=True)
                    for a in action_names if a}
