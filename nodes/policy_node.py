@@ -3,7 +3,13 @@
 Lifecycle: configure loads, validates and warms the bundle named by
 `bundle_path` (a bad bundle is refused with the file and the problem, and the
 node stays unconfigured and commands nothing); activate starts commanding;
-deactivate stops. With `autostart` (the default) the node walks itself to active.
+deactivate stops. With `autostart` (the default) the node walks itself to active;
+without, it waits unconfigured for a lifecycle manager. A configure that failed (no
+bundle yet, or a bad one) is retried when `bundle_path` is set.
+
+Cameras: `image_transport` raw (sensor_msgs/Image: rgb8, bgr8, mono8) or compressed
+(jpeg/png on `.../image_raw/compressed`); frames of another size than the bundle's
+are refused with a warning (robot_runtime.nodes.images), and the robot holds.
 
 Control: each joint state, paired with camera frames of the same moment, is a
 tick; the executor answers it at once from the planned chunk while the next
@@ -33,17 +39,18 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
 from robot_runtime.bundle import Bundle, BundleError, load_bundle
 from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError, PolicyStatus, clip, parse_episode_event
-from robot_runtime.nodes import diagnostics, ros_io
-from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
+from robot_runtime.nodes import diagnostics, images, ros_io
+from robot_runtime.nodes.parameters import INT_MAX, apply_realtime, declare, declare_safety, safety_filter
 from robot_runtime.runtime.engines.base import EngineError
 from robot_runtime.runtime.executor import PolicyExecutor, SwapError
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
-from robot_runtime.runtime.safety import SafetyFilter, WorkspaceLimit
+from robot_runtime.runtime.realtime import normal_priority
+from robot_runtime.runtime.safety import SafetyFilter
 from robot_runtime.runtime.sync import ObservationSync
 
 LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError)
@@ -52,21 +59,29 @@ LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, Sw
 class PolicyNode(LifecycleNode):
     def __init__(self):
         super().__init__("policy_node")
-        self.engine_kind = declare(self, "engine", "auto", "inference engine: auto | tensorrt | onnxruntime",
-                                   read_only=True)
+        apply_realtime(self)  # first, so the control path is ahead of busy processes from the start
+        self.engine_kind = declare(self, "engine", "auto", "inference engine", read_only=True,
+                                   choices=("auto", "tensorrt", "onnxruntime"))
         self.fp16 = declare(self, "fp16", False, "build TensorRT engines in FP16", read_only=True)
         self.engine_cache_dir = declare(self, "engine_cache_dir", "", "TensorRT engine cache; empty = default",
                                         read_only=True)
-        self.threads = declare(self, "threads", 1, "engine threads", read_only=True)
-        self.seed = declare(self, "seed", 0, "seed of the flow-matching noise", read_only=True)
-        declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default")
-        declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk")
-        declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan")
+        self.threads = declare(self, "threads", 1, "engine threads", read_only=True, low=1, high=256)
+        self.seed = declare(self, "seed", 0, "seed of the flow-matching noise", read_only=True, low=0, high=INT_MAX)
+        declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default", low=-1.0, high=100.0)
+        declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk",
+                low=0, high=10_000)
+        declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan", low=0, high=10_000)
         self._max_frame_wait = declare(self, "max_frame_wait", 0.1,
-                                       "seconds to wait for an observation's camera frames before holding")
+                                       "seconds to wait for an observation's camera frames before holding",
+                                       low=0.001, high=10.0)
+        self.image_transport = declare(self, "image_transport", "raw", "camera frames as sensor_msgs/Image (raw) or "
+                                       "CompressedImage (compressed, on <camera>/image_raw/compressed)",
+                                       read_only=True, choices=images.TRANSPORTS)
         declare_safety(self)
         declare(self, "bundle_path", "", "model bundle directory to serve")
-        self.autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
+        self.autostart = declare(self, "autostart", True, "configure and activate at start-up; false: wait for a "
+                                 "lifecycle manager", read_only=True)
+        self._configure_requested = False  # by autostart or a lifecycle manager: retried when a bundle comes
         self.runner: PolicyRunner | None = None
         self.control: PolicyExecutor | None = None
         self.safety: SafetyFilter | None = None
@@ -90,9 +105,9 @@ class PolicyNode(LifecycleNode):
                                                            ros_io.STREAM_QOS)
         self.status_pub = self.create_publisher(String, ros_io.POLICY_STATUS_TOPIC, ros_io.LATCHED_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, 10)
-        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.CONTROL_QOS)
+        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.SENSOR_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
-        self.create_subscription(Bool, ros_io.TELEOP_ENGAGED_TOPIC, self._on_engaged, ros_io.STREAM_QOS)
+        self.create_subscription(Bool, ros_io.TELEOP_ENGAGED_TOPIC, self._on_engaged, ros_io.COMMAND_QOS)
         self._operator_engaged = False
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -106,6 +121,7 @@ class PolicyNode(LifecycleNode):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
+        self._configure_requested = True
         path = self.get_parameter("bundle_path").value
         if not path:
             self._fail("no bundle_path set")
@@ -119,12 +135,11 @@ class PolicyNode(LifecycleNode):
         self.runner = runner
         self.control = PolicyExecutor(runner, self.get_parameter("execution_horizon").value,
                                        self.get_parameter("blend_steps").value)
-        cameras = [c.name for c in runner.manifest.cameras]
-        self.sync = ObservationSync(cameras, int(0.5e9 / runner.manifest.control_rate_hz))
-        self._image_subs = [
-            self.create_subscription(Image, ros_io.camera_topic(c), lambda msg, c=c: self._on_image(c, msg),
-                                     ros_io.CONTROL_QOS)
-            for c in cameras]
+        cameras = runner.manifest.cameras
+        self.sync = ObservationSync([c.name for c in cameras], int(0.5e9 / runner.manifest.control_rate_hz))
+        self._image_subs = [images.subscribe_camera(self, c.name, self.image_transport, (c.height, c.width),
+                                                    self._on_image, ros_io.SENSOR_QOS)
+                            for c in cameras]
         if self.task:
             self._start_episode(self.task)
         self._set_serving("inactive")
@@ -147,6 +162,7 @@ class PolicyNode(LifecycleNode):
         self._image_subs = []
         self.control.close()
         self.runner = self.control = self.safety = self.sync = None
+        self._configure_requested = False
         self.status = replace(self.status, state="unconfigured", bundle="")
         self._publish_status()
         return TransitionCallbackReturn.SUCCESS
@@ -178,18 +194,15 @@ class PolicyNode(LifecycleNode):
                 except BundleError as err:
                     self.get_logger().error(f"refusing bundle: {err}")
                     return SetParametersResult(successful=False, reason=str(err))
-            if p.name == "workspace":
-                try:
-                    [WorkspaceLimit.parse(e) for e in p.value if e]
-                except ValueError as err:
-                    return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params) -> None:
         for p in params:
             if p.name == "bundle_path" and p.value:
                 if self.control is None:
-                    if self.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                    if not (self.autostart or self._configure_requested):
+                        continue  # unconfigured on purpose: a lifecycle manager configures it
+                    if self.trigger_configure() == TransitionCallbackReturn.SUCCESS and self.autostart:
                         self.trigger_activate()
                 else:
                     self._loader = threading.Thread(target=self._load_and_stage, args=(p.value,), daemon=True)
@@ -206,6 +219,7 @@ class PolicyNode(LifecycleNode):
 
     def _load_and_stage(self, path: str) -> None:
         """Off the control path: build the engine, warm it, stage it for the next chunk boundary."""
+        normal_priority()  # loading is heavy; the engine's threads created here must not outrank control
         try:
             bundle = self._validated.pop(path, None)
             if bundle is None:
@@ -288,14 +302,9 @@ class PolicyNode(LifecycleNode):
             self._report("operator released: replanning from the current observation")
         self._operator_engaged = bool(msg.data)
 
-    def _on_image(self, camera: str, msg: Image) -> None:
+    def _on_image(self, camera: str, stamp: int, image: np.ndarray) -> None:
         self._callback_started = time.perf_counter()
-        try:
-            image = ros_io.image_from_msg(msg)
-        except ValueError as err:
-            self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
-            return
-        self._act(self.sync.add_image(camera, ros_io.stamp_ns(msg.header), image))
+        self._act(self.sync.add_image(camera, stamp, image))
 
     def _on_state(self, msg: JointState) -> None:
         self._callback_started = time.perf_counter()

@@ -11,6 +11,9 @@ announce episode boundaries on a real robot (the task comes from the `task`
 parameter); `operator/label` (`messages.OperatorLabel`: episode_id (default: the
 last one), outcome, progress 1-5, note, operator) labels a committed episode.
 A malformed event, label or status is refused with a warning and changes nothing.
+Frames come raw or compressed (`image_transport`, robot_runtime.nodes.images); the
+camera geometry stored with each episode comes from `calibration_file`, or without
+one from the drivers' `camera/<name>/camera_info` (intrinsics only).
 A disk quota and a free-space floor stop recording (never control)
 before the disk fills; the reason goes to /diagnostics.
 """
@@ -22,7 +25,7 @@ from dataclasses import asdict
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -43,8 +46,8 @@ from robot_runtime.messages import (
     parse_operator_label,
     parse_policy_status,
 )
-from robot_runtime.nodes import diagnostics, ros_io
-from robot_runtime.nodes.parameters import declare
+from robot_runtime.nodes import diagnostics, images, ros_io
+from robot_runtime.nodes.parameters import apply_realtime, declare
 
 END_GRACE_S = 1.0
 IDLE_BUFFER_NS = 2_000_000_000
@@ -53,9 +56,14 @@ IDLE_BUFFER_NS = 2_000_000_000
 class RecorderNode(LifecycleNode):
     def __init__(self):
         super().__init__("recorder")
+        apply_realtime(self)  # subscriptions ahead of busy processes: a frame not taken in time is dropped
         self.store_path = declare(self, "store_path", "episodes", "episode store directory", read_only=True)
         cameras = declare(self, "cameras", ["corner", "gripperPOV"], "cameras to record", read_only=True)
-        image_size = declare(self, "image_size", 96, "square image size of every camera", read_only=True)
+        image_size = declare(self, "image_size", 96, "square image size of every camera", read_only=True,
+                             low=1, high=8192)
+        transport = declare(self, "image_transport", "raw", "camera frames as sensor_msgs/Image (raw) or "
+                            "CompressedImage (compressed, on <camera>/image_raw/compressed)", read_only=True,
+                            choices=images.TRANSPORTS)
         state_names = declare(self, "state_names", [""], "state entries to record, in order", read_only=True)
         action_names = declare(self, "action_names", [""], "command entries to record, in order", read_only=True)
         declare(self, "campaign", "", "label stored with each episode (e.g. demonstrations, round-1)")
@@ -64,15 +72,18 @@ class RecorderNode(LifecycleNode):
                                  "else robot/command (the mux output)", read_only=True)
         autostart = declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
         self.calibration_file = declare(self, "calibration_file", "",
-                                        "camera calibration YAML copied into each episode; empty = none",
+                                        "camera calibration YAML copied into each episode; empty = the "
+                                        "intrinsics on camera/<name>/camera_info",
                                         read_only=True)
         self.calibration: dict = {}
         declare(self, "task", "", "instruction of episodes started with ~/start_episode")
         declare(self, "robot_id", "robot", "robot id of episodes started with ~/start_episode")
-        declare(self, "control_rate_hz", 20.0, "control rate of episodes started with ~/start_episode")
-        self.quota_mb = declare(self, "disk_quota_mb", 0.0, "maximum store size; 0 = no quota", read_only=True)
+        declare(self, "control_rate_hz", 20.0, "control rate of episodes started with ~/start_episode",
+                low=0.1, high=1000.0)
+        self.quota_mb = declare(self, "disk_quota_mb", 0.0, "maximum store size; 0 = no quota", read_only=True,
+                                low=0.0, high=1e9)
         self.min_free_mb = declare(self, "min_free_mb", 500.0, "stop recording below this much free disk",
-                                   read_only=True)
+                                   read_only=True, low=0.0, high=1e9)
         self.layout = EpisodeLayout(cameras=dict.fromkeys(cameras, (image_size, image_size)),
                                     state_names=tuple(state_names), action_names=tuple(action_names))
         self.store: EpisodeStore | None = None
@@ -96,12 +107,15 @@ class RecorderNode(LifecycleNode):
         self.create_subscription(String, ros_io.OPERATOR_LABEL_TOPIC, self._on_label, ros_io.STREAM_QOS)
         self.create_timer(1.0, self._check_disk_and_report)
         for camera in cameras:
-            self.create_subscription(Image, ros_io.camera_topic(camera),
-                                     lambda msg, c=camera: self._on_image(c, msg), ros_io.STREAM_QOS)
-        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.STREAM_QOS)
-        self.create_subscription(JointState, executed_topic, self._on_executed, ros_io.STREAM_QOS)
+            images.subscribe_camera(self, camera, transport, (image_size, image_size), self._on_image,
+                                    ros_io.RECORD_QOS)
+            if not self.calibration_file:
+                self.create_subscription(CameraInfo, ros_io.camera_info_topic(camera),
+                                         lambda msg, c=camera: self._on_camera_info(c, msg), ros_io.SENSOR_QOS)
+        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.RECORD_QOS)
+        self.create_subscription(JointState, executed_topic, self._on_executed, ros_io.RECORD_QOS)
         self.create_subscription(JointState, ros_io.POLICY_COMMAND_TOPIC, self._on_policy_command,
-                                 ros_io.STREAM_QOS)
+                                 ros_io.RECORD_QOS)
         self.create_subscription(String, ros_io.POLICY_STATUS_TOPIC, self._on_policy_status, ros_io.LATCHED_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
         if autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -189,7 +203,7 @@ class RecorderNode(LifecycleNode):
             self.recorder.begin(self.layout, EpisodeMetadata(
                 task=event.task, robot_id=event.robot_id, episode_id=event.episode_id,
                 control_rate_hz=event.control_rate_hz, policy_version=self.policy_version,
-                extra={"campaign": self.get_parameter("campaign").value, "calibration": self.calibration,
+                extra={"campaign": self.get_parameter("campaign").value, "calibration": dict(self.calibration),
                        **{k: getattr(event, k) for k in ("env_name", "seed") if getattr(event, k) is not None}}))
         elif isinstance(event, EpisodeEnd) and self.recording:
             if event.episode_id != self.recorder_episode_id:
@@ -222,11 +236,16 @@ class RecorderNode(LifecycleNode):
                           truncated)
         self.recording = False
 
-    def _on_image(self, camera: str, msg: Image) -> None:
+    def _on_image(self, camera: str, stamp: int, image) -> None:
+        self.assembler.add_image(camera, stamp, image.copy())  # the writer thread keeps it past the message
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            self.assembler.add_image(camera, ros_io.stamp_ns(msg.header), ros_io.image_from_msg(msg).copy())
-        except ValueError as err:
-            self.get_logger().warning(f"camera {camera}: {err}", throttle_duration_sec=1.0)
+            calibration = asdict(images.calibration_from_camera_info(msg, camera))
+        except CalibrationError as err:
+            self.get_logger().warning(f"ignoring camera_info: {err}", throttle_duration_sec=5.0)
+            return
+        self.calibration[camera] = calibration  # episodes started from now on carry it
 
     def _vector(self, msg: JointState, names):
         try:

@@ -12,6 +12,12 @@ applied publishes it on `robot/executed` (same layout; `frame_id` `hold` when no
 command came in time), and the recorder prefers that record.
 
 Events, status and labels are JSON in std_msgs/String, typed by `robot_runtime.messages`.
+Camera frames are converted in `robot_runtime.nodes.images`.
+
+QoS: our publishers are reliable (a reliable publisher reaches reliable and best-effort
+subscriptions alike); our subscriptions to observations and commands are best effort, the one
+reliability every publisher can reach (a reliable subscription refuses a best-effort publisher,
+which most camera drivers are). The e-stop is reliable and volatile: see ESTOP_QOS.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ ROBOT_COMMAND_TOPIC = "robot/command"
 ROBOT_EXECUTED_TOPIC = "robot/executed"
 RECORDER_STATUS_TOPIC = "recorder/status"
 ESTOP_TOPIC = "estop"
+ESTOP_STATE_TOPIC = "estop/state"
 OPERATOR_LABEL_TOPIC = "operator/label"
 
 
@@ -40,16 +47,36 @@ def camera_topic(camera: str) -> str:
     return f"camera/{camera}/image_raw"
 
 
-# Observations and commands: reliable so the recorder sees every step on a healthy link.
+def compressed_camera_topic(camera: str) -> str:
+    """Where image_transport's `compressed` plugin publishes a camera's frames (sensor_msgs/CompressedImage)."""
+    return f"{camera_topic(camera)}/compressed"
+
+
+def camera_info_topic(camera: str) -> str:
+    return f"camera/{camera}/camera_info"
+
+
+# Publishers of observations, commands and records.
 STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Consumers that only need the newest sample must not queue stale ones.
-LATEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-# The policy answers every tick: a short queue rides out a brief stall (a bundle loading beside
-# the control thread) instead of silently skipping ticks; the executor then catches up.
-CONTROL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
 # Events and status: late joiners get the recent history.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The sensor-data profile, for subscriptions to what the policy acts on (cameras, joint_states, camera_info) and
+# publishers of camera_info: best effort, volatile. 5 deep: a brief stall (a bundle loading beside the control
+# thread) is ridden out instead of silently skipping ticks; the executor then catches up.
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Consumers that only need the newest sample must not queue stale ones.
+LATEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Subscriptions to commands and the deadman: best effort, so any publisher reaches the gate.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+# The recorder keeps every sample: best effort like the others, 50 deep so a writer hiccup (2.5 s of 20 Hz
+# frames, 0.5 s of 100 Hz joint states) loses nothing.
+RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+# The e-stop subscription: reliable, so a reliable publisher's stop is re-sent until it arrives, and volatile, so
+# default-QoS (volatile) publishers match as well as transient-local ones. teleop_mux also listens best effort
+# (COMMAND_QOS), so a best-effort e-stop source reaches it too, and it latches the stop on ESTOP_STATE_TOPIC
+# (LATCHED_QOS), where a node that joins later learns that an e-stop is active.
+ESTOP_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def stamp_ns(header) -> int:
@@ -69,15 +96,6 @@ def image_msg(image: np.ndarray, ns: int, frame_id: str) -> Image:
     msg.step = msg.width * 3
     msg.data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
     return msg
-
-
-def image_from_msg(msg: Image) -> np.ndarray:
-    """uint8 [H, W, 3]; raises ValueError for encodings or sizes we do not accept."""
-    if msg.encoding != "rgb8":
-        raise ValueError(f"image encoding '{msg.encoding}' is not rgb8")
-    if msg.step != msg.width * 3 or len(msg.data) != msg.height * msg.step:
-        raise ValueError(f"image {msg.width}x{msg.height} step {msg.step} holds {len(msg.data)} bytes")
-    return np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.width, 3)
 
 
 def joint_state_msg(names: Iterable[str], values: np.ndarray, ns: int, frame_id: str = "") -> JointState:

@@ -3,7 +3,9 @@
 Publishes camera images and named state at the control rate, applies the latest
 command that answers the previous observation (holding still when none came in
 time), reports what it applied on `robot/executed`, and announces episode start
-and end (with the outcome) on `episode/events`.
+and end (with the outcome) on `episode/events`. With a `calibration_file`, each
+frame's CameraInfo goes out on `camera/<name>/camera_info` (sensor-data QoS), as a
+camera driver's does.
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from robot_runtime.capture.calibration import CalibrationError, load_calibration
 from robot_runtime.episode import new_episode_id
 from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError
-from robot_runtime.nodes import ros_io
-from robot_runtime.nodes.parameters import declare
+from robot_runtime.nodes import images, ros_io
+from robot_runtime.nodes.parameters import INT_MAX, declare
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot, SimConfig
 from robot_runtime.teleop.arbiter import HOLD
 
@@ -31,19 +34,26 @@ class SimRobotNode(Node):
         self.config = SimConfig(
             env_name=declare(self, "env_name", "push-v3", "MetaWorld task", read_only=True),
             cameras=tuple(declare(self, "cameras", ["corner", "gripperPOV"], "cameras to publish", read_only=True)),
-            image_size=declare(self, "image_size", 96, "square image size in pixels", read_only=True),
-            max_steps=declare(self, "max_steps", 150, "steps before an episode times out"),
+            image_size=declare(self, "image_size", 96, "square image size in pixels", read_only=True,
+                               low=8, high=2048),
+            max_steps=declare(self, "max_steps", 150, "steps before an episode times out", low=1, high=1_000_000),
         )
-        self.rate = declare(self, "control_rate_hz", 20.0, "control and observation rate", read_only=True)
+        self.rate = declare(self, "control_rate_hz", 20.0, "control and observation rate", read_only=True,
+                            low=0.1, high=1000.0)
         self.robot_id = declare(self, "robot_id", "sim-0", "robot id written into episodes")
-        declare(self, "seed", 0, "layout seed of the next episode; each start increments it")
+        declare(self, "seed", 0, "layout seed of the next episode; each start increments it", low=0, high=INT_MAX)
+        calibration_file = declare(self, "calibration_file", "", "camera calibration YAML whose intrinsics go out "
+                                   "on camera/<name>/camera_info; empty = none", read_only=True)
         self.robot = MetaWorldRobot(self.config)
         self.image_pubs = {c: self.create_publisher(Image, ros_io.camera_topic(c), ros_io.STREAM_QOS)
                            for c in self.config.cameras}
         self.state_pub = self.create_publisher(JointState, ros_io.STATE_TOPIC, ros_io.STREAM_QOS)
         self.executed_pub = self.create_publisher(JointState, ros_io.ROBOT_EXECUTED_TOPIC, ros_io.STREAM_QOS)
         self.event_pub = self.create_publisher(String, ros_io.EPISODE_EVENTS_TOPIC, ros_io.LATCHED_QOS)
-        self.create_subscription(JointState, ros_io.ROBOT_COMMAND_TOPIC, self._on_command, ros_io.STREAM_QOS)
+        self.camera_infos = self._camera_infos(calibration_file)
+        self.info_pubs = {c: self.create_publisher(CameraInfo, ros_io.camera_info_topic(c), ros_io.SENSOR_QOS)
+                          for c in self.camera_infos}
+        self.create_subscription(JointState, ros_io.ROBOT_COMMAND_TOPIC, self._on_command, ros_io.COMMAND_QOS)
         self.create_service(Trigger, "~/start_episode", self._start_episode)
         self.create_service(Trigger, "~/stop_episode", self._stop_episode)
         self.episode_id = ""
@@ -56,11 +66,29 @@ class SimRobotNode(Node):
         self.lockstep = declare(self, "lockstep", True,
                                 "wait (up to command_timeout) for the answer to the last observation before "
                                 "stepping; false models a real-time controller that holds instead")
-        self.command_timeout = declare(self, "command_timeout", 0.5, "seconds a lockstep tick waits for a command")
+        self.command_timeout = declare(self, "command_timeout", 0.5, "seconds a lockstep tick waits for a command",
+                                       low=0.0, high=60.0)
         self._published_at = 0.0
         # Checked 5x per period: the step happens once the period is over and the command is in.
         self.create_timer(0.2 / self.rate, self._tick)
         self.get_logger().info(f"{self.config.env_name} at {self.rate} Hz, cameras {list(self.config.cameras)}")
+
+    def _camera_infos(self, calibration_file: str) -> dict:
+        """Each published camera's calibration, where the file has one of this size; the others go without."""
+        if not calibration_file:
+            return {}
+        try:
+            cameras = load_calibration(calibration_file)
+        except CalibrationError as err:
+            self.get_logger().error(f"publishing no camera_info: {err}")
+            return {}
+        size = self.config.image_size
+        fitting = {c: cameras[c] for c in self.config.cameras
+                   if c in cameras and (cameras[c].width, cameras[c].height) == (size, size)}
+        for camera in sorted(set(self.config.cameras) - set(fitting)):
+            self.get_logger().error(f"no camera_info for camera {camera}: {calibration_file} has no {size}x{size} "
+                                    f"calibration of it")
+        return fitting
 
     def _on_command(self, msg: JointState) -> None:
         try:
@@ -130,6 +158,8 @@ class SimRobotNode(Node):
         stamp = self.get_clock().now().nanoseconds
         for camera, image in self._observation.images.items():
             self.image_pubs[camera].publish(ros_io.image_msg(image, stamp, camera))
+            if camera in self.camera_infos:
+                self.info_pubs[camera].publish(images.camera_info_msg(self.camera_infos[camera], stamp))
         self.state_pub.publish(ros_io.joint_state_msg(STATE_NAMES, self._observation.state, stamp))
         self._observation, self._last_stamp = None, stamp
         self._published_at = time.monotonic()

@@ -16,7 +16,8 @@ calibration tool wrote:
         rotation_xyzw: [x, y, z, w]
 
 The recorder copies the calibration of the cameras it records into each
-episode's metadata, so a training run knows the geometry its pixels came from.
+episode's metadata (from this file, or without one the intrinsics of the drivers'
+camera_info), so a training run knows the geometry its pixels came from.
 `python -m robot_runtime.sim.calibration --sim push-v3 --out calibration/sim_cameras.yaml`
 writes the simulated robot's file from MuJoCo's camera models.
 """
@@ -47,6 +48,17 @@ class CameraCalibration:
     parent_frame: str = "world"
     translation: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     rotation_xyzw: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0])
+
+    @classmethod
+    def from_camera_info(cls, name: str, width: int, height: int, k: list[float], d: list[float],
+                         distortion_model: str, frame_id: str) -> CameraCalibration:
+        """The intrinsics of a sensor_msgs/CameraInfo's fields (a driver's live calibration). The mounting is not
+        in a CameraInfo: `parent_frame` stays empty to say so."""
+        camera = cls(width=int(width), height=int(height), camera_matrix=[float(v) for v in k],
+                     distortion_model=distortion_model or "plumb_bob",
+                     distortion_coefficients=[float(v) for v in d], frame_id=frame_id, parent_frame="")
+        camera.validate(name, "camera_info")
+        return camera
 
     def validate(self, name: str, source) -> None:
         problems = []
