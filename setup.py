@@ -24,7 +24,7 @@ def subpackages() -> list[str]:
     return found
 
 NODES = ["sim_robot", "policy_node", "teleop_mux", "recorder", "scripted_operator", "teleop_device",
-         "fleet_agent"]
+         "lifecycle_manager", "fleet_agent"]
 
 setup(
     name=PACKAGE,

@@ -1,24 +1,30 @@
-"""A client of a running graph: start episodes, wait for their end and commit, set parameters.
+"""A client of a running graph: start episodes, wait for their end and commit, parameters, lifecycle.
 
 Used by the demo, the benchmark's DDS mode and the tests; it is what an operator
 console or a fleet agent does over ROS 2 services, topics and parameters. Events and
 status are parsed by `robot_runtime.messages` (malformed ones are logged and dropped)
-and kept as their `to_dict()`, every field present, for scripts that read keys.
+and kept as their `to_dict()`, every field present, for scripts that read keys. A graph under a
+namespace (`robot-runtime-launch --namespace /r1`) takes `GraphClient(namespace="/r1")`: topics,
+services and node names are then resolved there.
 """
 from __future__ import annotations
 
+import array
 import threading
 import time
 
 import rclpy
-from rcl_interfaces.srv import SetParameters
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from robot_runtime.bringup.graph import normalize_namespace
 from robot_runtime.messages import (
     EpisodeCommitted,
     MessageError,
@@ -43,13 +49,18 @@ SIM_TOPICS = {
 }
 
 
+TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+
+
 class GraphClient:
-    def __init__(self, name: str = "graph_client"):
+    def __init__(self, name: str = "graph_client", namespace: str = ""):
         self._owns_context = not rclpy.ok()
         if self._owns_context:
             # A host process (demo, test, benchmark) keeps its own SIGINT/SIGTERM behaviour.
             rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-        self.node = Node(name)
+        self.namespace = normalize_namespace(namespace)
+        self.node = Node(name, namespace=self.namespace or None)
         self._lock = threading.Condition()
         self.events: list[dict] = []
         self.commits: dict[str, dict] = {}
@@ -127,17 +138,48 @@ class GraphClient:
         self.wait_for(future.done, timeout, f"a reply from {name}")
         return future.result()
 
+    def service(self, node_name: str, service: str) -> str:
+        """The full name of a node's service in this client's namespace."""
+        return f"{self.namespace}/{node_name}/{service}"
+
     def set_parameters(self, node_name: str, values: dict, timeout: float = 30.0) -> None:
         """Set parameters on a running node; raises with the node's reason when it refuses."""
         request = SetParameters.Request(
             parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        response = self.call(SetParameters, f"/{node_name}/set_parameters", request, timeout)
+        response = self.call(SetParameters, self.service(node_name, "set_parameters"), request, timeout)
         for (key, _), result in zip(values.items(), response.results):
             if not result.successful:
                 raise RuntimeError(f"{node_name} refused {key}: {result.reason}")
 
+    def get_parameters(self, node_name: str, names: list[str], timeout: float = 30.0) -> dict:
+        """Current values of a running node's parameters, as Python values (lists for arrays)."""
+        response = self.call(GetParameters, self.service(node_name, "get_parameters"),
+                             GetParameters.Request(names=list(names)), timeout)
+        values = [parameter_value_to_python(v) for v in response.values]
+        return {n: v.tolist() if isinstance(v, array.array) else v for n, v in zip(names, values)}
+
+    def lifecycle_state(self, node_name: str, timeout: float = 30.0) -> str:
+        """A managed node's state: unconfigured, inactive, active or finalized."""
+        return self.call(GetState, self.service(node_name, "get_state"), GetState.Request(),
+                         timeout).current_state.label
+
+    def change_state(self, node_name: str, transition: str, timeout: float = 60.0) -> bool:
+        """Ask a managed node for `transition` (configure, activate, deactivate, cleanup); True if it made it."""
+        request = ChangeState.Request()
+        request.transition.id = TRANSITIONS[transition]
+        return self.call(ChangeState, self.service(node_name, "change_state"), request, timeout).success
+
+    def bring_up(self, node_name: str, timeout: float = 60.0) -> str:
+        """Configure (if unconfigured) and activate a managed node; returns the state it ended in."""
+        state = self.lifecycle_state(node_name, timeout)
+        if state == "unconfigured" and self.change_state(node_name, "configure", timeout):
+            state = "inactive"
+        if state == "inactive" and self.change_state(node_name, "activate", timeout):
+            state = "active"
+        return state
+
     def start_episode(self, timeout: float = 30.0) -> str:
-        response = self.call(Trigger, "/sim_robot/start_episode", Trigger.Request(), timeout)
+        response = self.call(Trigger, self.service("sim_robot", "start_episode"), Trigger.Request(), timeout)
         if not response.success:
             raise RuntimeError(f"could not start an episode: {response.message}")
         return response.message
@@ -164,7 +206,8 @@ class GraphClient:
         deadline = time.monotonic() + timeout
         for name in nodes:
             try:
-                self._client(SetParameters, f"/{name}/set_parameters", max(0.1, deadline - time.monotonic()))
+                self._client(SetParameters, self.service(name, "set_parameters"),
+                             max(0.1, deadline - time.monotonic()))
             except TimeoutError:
                 raise TimeoutError(f"node {name} did not come up within {timeout:.0f} s") from None
         for topic, (publishers, subscribers) in (topics or {}).items():

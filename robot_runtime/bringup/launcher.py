@@ -1,9 +1,17 @@
 """Start a node graph as separate processes where `ros2 launch` is not available.
 
 Reads the same node list as launch/*.launch.py (robot_runtime.bringup.graph), gives each
-node the graph's parameter YAML plus per-node overrides, and owns the processes:
-logs go to one file per node, and `stop()` shuts them down with SIGTERM (then
-SIGKILL). Usage: `robot-runtime-launch sim --set sim_robot.env_name=pick-place-v3`.
+node the graph's parameter YAML plus one file of its own (its section of that YAML, the
+graph's parameters and the overrides) keyed by its full name, so it applies under a
+`--namespace`; and owns the processes: logs go to one file per node, and `stop()` shuts
+them down with SIGTERM (then SIGKILL).
+
+`--lifecycle auto` (the default): the managed nodes (policy_node, teleop_mux, recorder)
+walk themselves to active. `--lifecycle manual`: they start unconfigured and command
+nothing until `python -m robot_runtime.nodes.lifecycle_manager up ...` (or any client of
+their `~/change_state` services) brings them up.
+
+Usage: `robot-runtime-launch sim --namespace /r1 --set sim_robot.env_name=pick-place-v3`.
 """
 from __future__ import annotations
 
@@ -18,7 +26,16 @@ from pathlib import Path
 
 import yaml
 
-from robot_runtime.bringup.graph import GRAPHS, PACKAGE, config_dir
+from robot_runtime.bringup.graph import (
+    GRAPHS,
+    PACKAGE,
+    config_dir,
+    node_parameters,
+    normalize_namespace,
+    write_node_parameters,
+)
+
+LIFECYCLE_MODES = ("auto", "manual")
 
 
 def _stop_with_parent() -> None:
@@ -34,26 +51,36 @@ def _stop_with_parent() -> None:
 class GraphProcesses:
     def __init__(self, graph: str = "sim", overrides: dict[str, dict] | None = None,
                  log_dir: str | os.PathLike | None = None, params_file: str | os.PathLike | None = None,
-                 env: dict | None = None, only: list[str] | None = None):
+                 env: dict | None = None, only: list[str] | None = None, namespace: str = "",
+                 lifecycle: str = "auto"):
+        if lifecycle not in LIFECYCLE_MODES:
+            raise ValueError(f"lifecycle '{lifecycle}' is not one of {' | '.join(LIFECYCLE_MODES)}")
         make_graph, config_file = GRAPHS[graph]
         self.specs = [s for s in make_graph() if only is None or s.name in only]
         self.params_file = Path(params_file) if params_file else config_dir() / config_file
         self.overrides = overrides or {}
+        self.namespace = normalize_namespace(namespace)
+        self.lifecycle = lifecycle
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"{graph}-graph-"))
         self.env = {**os.environ, **(env or {})}
         self.processes: dict[str, subprocess.Popen] = {}
 
     def command(self, spec, overrides_file: Path) -> list[str]:
+        remap_namespace = ["-r", f"__ns:={self.namespace}"] if self.namespace else []
         return [sys.executable, "-m", f"{PACKAGE}.nodes.{spec.executable}", "--ros-args",
-                "-r", f"__node:={spec.name}", "--params-file", str(self.params_file),
+                "-r", f"__node:={spec.name}", *remap_namespace, "--params-file", str(self.params_file),
                 "--params-file", str(overrides_file)]
+
+    def parameters(self, spec) -> dict:
+        """Everything the node is given besides the params file's wildcard sections."""
+        lifecycle = {"autostart": False} if spec.managed and self.lifecycle == "manual" else {}
+        return {**node_parameters(self.params_file, spec), **lifecycle, **self.overrides.get(spec.name, {})}
 
     def start(self) -> GraphProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            params = {**spec.parameters, **self.overrides.get(spec.name, {})}
-            overrides_file = self.log_dir / f"{spec.name}.params.yaml"
-            overrides_file.write_text(yaml.safe_dump({spec.name: {"ros__parameters": params}}))
+            overrides_file = write_node_parameters(self.log_dir / f"{spec.name}.params.yaml", self.namespace, spec,
+                                                   self.parameters(spec))
             log = open(self.log_dir / f"{spec.name}.log", "w")
             self.processes[spec.name] = subprocess.Popen(
                 self.command(spec, overrides_file), stdout=log, stderr=subprocess.STDOUT, env=self.env,
@@ -104,9 +131,13 @@ def main(argv=None) -> None:
     parser.add_argument("graph", choices=sorted(GRAPHS))
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
     parser.add_argument("--params-file", help="parameter YAML (default: config/<graph>.yaml)")
+    parser.add_argument("--namespace", default="", help="namespace of every node, e.g. /r1")
+    parser.add_argument("--lifecycle", choices=LIFECYCLE_MODES, default="auto",
+                        help="auto: managed nodes activate themselves; manual: they wait unconfigured")
     parser.add_argument("--log-dir")
     args = parser.parse_args(argv)
-    graph = GraphProcesses(args.graph, parse_overrides(args.set), args.log_dir, args.params_file).start()
+    graph = GraphProcesses(args.graph, parse_overrides(args.set), args.log_dir, args.params_file,
+                           namespace=args.namespace, lifecycle=args.lifecycle).start()
     print(f"started {', '.join(graph.processes)}; logs in {graph.log_dir}; Ctrl-C stops")
     try:
         while True:
