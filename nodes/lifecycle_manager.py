@@ -25,17 +25,17 @@ MANAGED_NODES = ["recorder", "policy_node", "teleop_mux"]
 ACTIONS = ("up", "down", "state", *TRANSITIONS)
 
 
-def take_down(client: GraphClient, node: str) -> str:
+def take_down(client: GraphClient, node: str, timeout: float) -> str:
     """Deactivate (if active) and clean up (if inactive) a managed node; returns the state it ended in."""
-    state = client.lifecycle_state(node)
-    if state == "active" and client.change_state(node, "deactivate"):
+    state = client.lifecycle_state(node, timeout)
+    if state == "active" and client.change_state(node, "deactivate", timeout):
         state = "inactive"
-    if state == "inactive" and client.change_state(node, "cleanup"):
+    if state == "inactive" and client.change_state(node, "cleanup", timeout):
         state = "unconfigured"
     return state
 
 
-def run(client: GraphClient, action: str, nodes: list[str]) -> list[str]:
+def run(client: GraphClient, action: str, nodes: list[str], timeout: float = 60.0) -> list[str]:
     """Apply `action` to `nodes`; returns one problem per node that did not get where it was asked to."""
     problems = []
     goal = {"up": "active", "down": "unconfigured", "configure": "inactive", "activate": "active",
@@ -43,14 +43,14 @@ def run(client: GraphClient, action: str, nodes: list[str]) -> list[str]:
     for node in reversed(nodes) if action == "down" else nodes:
         try:
             if action == "up":
-                state = client.bring_up(node)
+                state = client.bring_up(node, timeout)
             elif action == "down":
-                state = take_down(client, node)
+                state = take_down(client, node, timeout)
             elif action == "state":
-                state = client.lifecycle_state(node)
+                state = client.lifecycle_state(node, timeout)
             else:
-                client.change_state(node, action)
-                state = client.lifecycle_state(node)
+                client.change_state(node, action, timeout)
+                state = client.lifecycle_state(node, timeout)
         except TimeoutError as err:
             problems.append(f"{node}: {err} (is it running, and in this namespace?)")
             continue
@@ -65,10 +65,12 @@ def main(argv=None) -> None:
     parser.add_argument("action", choices=ACTIONS)
     parser.add_argument("nodes", nargs="*", default=MANAGED_NODES, help=f"default: {' '.join(MANAGED_NODES)}")
     parser.add_argument("--namespace", default="", help="the graph's namespace, e.g. /r1")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for each node's services and each transition")
     args, _ = parser.parse_known_args(argv)  # leaves --ros-args to rclpy
     client = GraphClient("lifecycle_manager", namespace=args.namespace)
     try:
-        problems = run(client, args.action, args.nodes)
+        problems = run(client, args.action, args.nodes, args.timeout)
     finally:
         client.close()
     if problems:
