@@ -32,6 +32,7 @@ import numpy as np
 
 CAMERAS, SIZE, RATE_HZ = ("corner", "corner2", "gripperPOV"), 224, 30.0
 RECORDER_DISK_MB_PER_S = 4.0  # benchmarks/results/recorder_throughput: disk_mb_per_s
+JITTER_EPISODES = 16  # per condition: ~5 s of uploading at this machine's rate
 
 
 def write_episode(args: tuple[str, str, str, int, int]) -> int:
@@ -129,7 +130,7 @@ def jitter(root: Path, endpoint: str, keys: dict, seconds: float, steps: int, se
     stores = {mode: root / f"jitter-{mode}" for mode in ("process", "thread")}
     with Pool(2) as pool:
         pool.map(write_episode, [(str(store), "jitter", f"jitter-{mode}-ep{i}", steps, 10_000 + i)
-                                 for mode, store in stores.items() for i in range(6)])
+                                 for mode, store in stores.items() for i in range(JITTER_EPISODES)])
     os.sync()
     end = time.perf_counter() + seconds
     idle = tick_lateness_ms(lambda: time.perf_counter() < end)
@@ -141,7 +142,7 @@ def jitter(root: Path, endpoint: str, keys: dict, seconds: float, steps: int, se
     beside_process = tick_lateness_ms(lambda: worker.poll() is None)
     uploader = Uploader(EpisodeStore(stores["thread"]), UploaderConfig(endpoint, keys["jitter"], keys["server"]))
     uploader.start()
-    beside_thread = tick_lateness_ms(lambda: uploader.status().stored < 6)
+    beside_thread = tick_lateness_ms(lambda: uploader.status().stored < JITTER_EPISODES)
     uploader.stop()
 
     def stats(late):
