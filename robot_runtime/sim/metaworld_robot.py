@@ -49,11 +49,16 @@ class UnknownTaskError(ValueError):
 
 
 def instruction_for(env_name: str) -> str:
-    try:
+    """The operator's sentence for a task; a v3 task without one in TASK_INSTRUCTIONS gets its name in words
+    ('coffee-pull-v3' -> 'coffee pull'), so every task with a scripted expert can be run."""
+    if env_name in TASK_INSTRUCTIONS:
         return TASK_INSTRUCTIONS[env_name]
-    except KeyError:
-        raise UnknownTaskError(
-            f"no instruction for MetaWorld task '{env_name}'; known: {sorted(TASK_INSTRUCTIONS)}") from None
+    from metaworld.policies import ENV_POLICY_MAP
+
+    if env_name in ENV_POLICY_MAP:
+        return env_name.removesuffix("-v3").replace("-", " ")
+    raise UnknownTaskError(f"no instruction for MetaWorld task '{env_name}'; known: {sorted(TASK_INSTRUCTIONS)} "
+                           "and every task of metaworld.policies.ENV_POLICY_MAP")
 
 
 def full_observation(state: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -83,9 +88,8 @@ class MetaWorldRobot:
         import metaworld
         import mujoco
 
-        instruction_for(config.env_name)  # fail early on an unknown task
+        self.instruction = instruction_for(config.env_name)  # fails early on an unknown task
         self.config = config
-        self.instruction = TASK_INSTRUCTIONS[config.env_name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             benchmark = metaworld.MT1(config.env_name, seed=0)
