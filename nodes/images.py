@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from robot_runtime.capture.calibration import CameraCalibration
+from robot_runtime.calibration.cameras import CameraCalibration
 from robot_runtime.datatools.bag_import import ENCODINGS, image_to_rgb
 from robot_runtime.nodes import ros_io
 

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from robot_runtime.capture.calibration import CalibrationError, load_calibration
+from robot_runtime.calibration.cameras import CalibrationError, load_calibration
 from robot_runtime.episode import new_episode_id
 from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError
 from robot_runtime.nodes import images, ros_io

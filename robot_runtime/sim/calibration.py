@@ -11,7 +11,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from robot_runtime.capture.calibration import CameraCalibration, write_calibration
+from robot_runtime.calibration.cameras import CameraCalibration, write_calibration
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from robot_runtime.capture.calibration import CalibrationError, load_calibration
+from robot_runtime.calibration.cameras import CalibrationError, load_calibration
 from robot_runtime.nodes.images import (
     ImageError,
     calibration_from_camera_info,

@@ -16,7 +16,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from robot_runtime.bringup.launcher import GraphProcesses
-from robot_runtime.capture.calibration import load_calibration
+from robot_runtime.calibration.cameras import load_calibration
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.nodes import ros_io
 from robot_runtime.nodes.graph_client import GraphClient

@@ -1,7 +1,7 @@
 """Calibration files: the shipped simulated cameras load, broken files are refused by name."""
 import pytest
 
-from robot_runtime.capture.calibration import CalibrationError, load_calibration
+from robot_runtime.calibration.cameras import CalibrationError, load_calibration
 from robot_runtime.sim.calibration import sim_calibration
 
 
