@@ -106,34 +106,41 @@ def start_each_executable(bin_dir: Path, cwd: Path, env: dict | None = None) -> 
     service answers) and keeps running until stopped."""
     import yaml
 
-    processes = {}
+    processes, logs = {}, {}
     for _, (make_graph, config_file) in sorted(GRAPHS.items(), reverse=True):  # sim first, then robot
         for spec in make_graph():
             if spec.executable in processes:
                 continue
             overrides = cwd / f"{spec.name}.params.yaml"
             overrides.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
-            processes[spec.executable] = subprocess.Popen(
-                [bin_dir / spec.executable, "--ros-args", "-r", f"__node:={spec.name}", "--params-file",
-                 str(ROOT / "config" / config_file), "--params-file", str(overrides)],
-                cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            logs[spec.executable] = cwd / f"{spec.name}.log"  # a file, not a pipe nobody reads until the end
+            with logs[spec.executable].open("wb") as log:
+                processes[spec.executable] = subprocess.Popen(
+                    [bin_dir / spec.executable, "--ros-args", "-r", f"__node:={spec.name}", "--params-file",
+                     str(ROOT / "config" / config_file), "--params-file", str(overrides)],
+                    cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     assert sorted(processes) == EXECUTABLES
     client = GraphClient("install_exec_client")
     try:
-        for name, process in processes.items():
+        for name in processes:
             try:
                 client.wait_for_graph([name], timeout=60)
             except TimeoutError:
-                process.kill()
-                raise AssertionError(f"{name} did not come up: {process.communicate()[0].decode()[-2000:]}") from None
+                raise AssertionError(f"{name} did not come up: {logs[name].read_text()[-2000:]}") from None
         time.sleep(1.0)
         assert {n: p.poll() for n, p in processes.items()} == dict.fromkeys(processes)
     finally:
         client.close()
         for process in processes.values():
             process.terminate()
-        for process in processes.values():
-            process.wait(timeout=30)
+        stuck = {}
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stuck[name] = logs[name].read_text()[-2000:]
+        assert not stuck, f"did not stop within 30 s of SIGTERM: {stuck}"
 
 
 def test_wheel_install_runs_its_own_modules_and_data(wheel_venv, tmp_path):

@@ -6,6 +6,7 @@ the test plays a robot whose cameras, camera_info, joint states and executed com
 sends teleop and policy commands and the e-stop with it: the policy answers, the recorder records, the
 gate forwards, and the e-stop holds the robot (and stays visible to a node that joins later).
 """
+import itertools
 import time
 
 import numpy as np
@@ -50,6 +51,22 @@ def graph(tmp_path_factory):
         processes.stop()
 
 
+def forwarded(feeder, publisher, action, stamps, timeout: float = 5.0) -> JointState:
+    """Publish `action` with a fresh stamp until the gate's robot command for one of them arrives; return it.
+
+    The feeder's robot/command subscription is new and best effort: its first samples may precede discovery.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stamp = next(stamps)
+        publisher.publish(ros_io.joint_state_msg(ACTION_NAMES, action, stamp))
+        time.sleep(0.05)
+        got = feeder.commands_for([stamp], "robot")
+        if got:
+            return got[stamp]
+        assert time.monotonic() < deadline, f"no robot command for {publisher.topic_name} within {timeout} s"
+
+
 def matched(publisher, subscriptions: int, timeout: float = 10.0) -> None:
     """Wait until `publisher` is matched (QoS-compatible and discovered) with that many subscriptions."""
     deadline = time.monotonic() + timeout
@@ -89,19 +106,15 @@ def test_commands_and_the_estop_reach_the_gate(graph, profile):
         matched(publisher, 1)
     reliable = qos.reliability == ReliabilityPolicy.RELIABLE
     matched(estop, 2 if reliable else 1)  # the reliable subscription, and the best-effort one
-    stamp = client.node.get_clock().now().nanoseconds
-    teleop.publish(ros_io.joint_state_msg(ACTION_NAMES, [0.1, 0.2, 0.0, 0.5], stamp))
+    stamps = itertools.count(client.node.get_clock().now().nanoseconds)
+    assert forwarded(feeder, teleop, [0.1, 0.2, 0.0, 0.5], stamps).header.frame_id == "operator"
     time.sleep(0.4)  # past the deadman timeout: the policy's turn
-    policy.publish(ros_io.joint_state_msg(ACTION_NAMES, [0.3, 0.0, 0.0, 0.5], stamp + 1))
-    time.sleep(0.3)
-    got = feeder.commands_for([stamp, stamp + 1], "robot")
-    assert got[stamp].header.frame_id == "operator" and got[stamp + 1].header.frame_id == "policy"
+    assert forwarded(feeder, policy, [0.3, 0.0, 0.0, 0.5], stamps).header.frame_id == "policy"
 
-    estop.publish(Bool(data=True))
-    time.sleep(0.3)
-    policy.publish(ros_io.joint_state_msg(ACTION_NAMES, [0.3, 0.0, 0.0, 0.5], stamp + 2))
-    time.sleep(0.3)
-    held = feeder.commands_for([stamp + 2], "robot")[stamp + 2]
+    for _ in range(3):  # an e-stop button repeats its state; a best-effort sample may be lost
+        estop.publish(Bool(data=True))
+        time.sleep(0.1)
+    held = forwarded(feeder, policy, [0.3, 0.0, 0.0, 0.5], stamps)
     assert held.header.frame_id == "hold" and np.all(np.array(held.position)[:3] == 0.0)
     latched = []  # a node that joins after the e-stop learns it is active
     client.node.create_subscription(Bool, ros_io.ESTOP_STATE_TOPIC, latched.append, ros_io.LATCHED_QOS)
