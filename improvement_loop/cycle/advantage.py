@@ -247,7 +247,14 @@ def round_labels(t: Tensors, data: Dataset, returns: np.ndarray, inits: list[str
     values, members, models, fold_metrics = cross_fitted_values(t, data, returns, inits, value_cfg, cfg, extra,
                                                                 log_dir, resume_dir)
     advantages, labels, label_metrics = label_steps(data, returns, values, cfg)
-    metrics = {
+    metrics = {**value_metrics(returns, values, members, fold_metrics, inits, cfg, extra), **label_metrics}
+    return Labels(labels, values, advantages, models, metrics)
+
+
+def value_metrics(returns: np.ndarray, values: np.ndarray, members: np.ndarray, fold_metrics: list[dict],
+                  inits: list[str | Path], cfg: LabelConfig, extra: tuple[Tensors, np.ndarray] | None) -> dict:
+    """How a round's cross-fitted values were made and how well they explain the returns."""
+    return {
         "value_folds": fold_metrics,
         "value_explained_variance_out_of_fold": explained_variance(returns, values),
         "value_models": {"members": cfg.ensemble, "folds": cfg.folds,
@@ -256,6 +263,4 @@ def round_labels(t: Tensors, data: Dataset, returns: np.ndarray, inits: list[str
                          "extra_rows": 0 if extra is None else len(extra[1])},
         **({"value_member_explained_variance": [explained_variance(returns, v) for v in members]}
            if cfg.ensemble > 1 else {}),
-        **label_metrics,
     }
-    return Labels(labels, values, advantages, models, metrics)

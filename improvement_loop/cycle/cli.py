@@ -1,5 +1,8 @@
 """`robot-runtime-train`: one stage of the RECAP cycle (pretrain or a round) from the command line.
 
+A round runs whole (`--stage round`) or as its four steps one command each (`--stage value`, then
+`advantages`, `policy`, `export`: cycle/stages.py), as the nightly daemon runs it.
+
 The same entry point runs under `torchrun` for data-parallel training on more processes, GPUs or nodes.
 """
 from __future__ import annotations
@@ -10,21 +13,26 @@ import logging
 
 from robot_runtime.improvement_loop.cycle.advantage import ESTIMATORS, THRESHOLDS, VALUE_INITS, LabelConfig
 from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain, result_path
+from robot_runtime.improvement_loop.cycle.stages import STEPS, run_step
 from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
 from robot_runtime.improvement_loop.training.distributed import shutdown, world
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`robot-runtime-train --store DIR --work DIR --stage pretrain|round [--round N]`.
+    """`robot-runtime-train --store DIR --work DIR --stage pretrain|round|value|advantages|policy|export [--round N]`.
 
     Under `torchrun --nproc_per_node=K` the same command trains data-parallel (see training/distributed.py).
     """
     parser = argparse.ArgumentParser(description="Train and export a RECAP policy bundle from an episode store.")
     parser.add_argument("--store", required=True, help="episode store root (robot_runtime.episode.EpisodeStore)")
     parser.add_argument("--work", required=True, help="work directory: checkpoints, TensorBoard logs, bundles/")
-    parser.add_argument("--stage", choices=("pretrain", "round"), required=True)
-    parser.add_argument("--round", type=int, default=1, help="round index for --stage round (>= 1)")
+    parser.add_argument("--stage", choices=("pretrain", "round", *STEPS), required=True,
+                        help="pretrain; a whole round; or one step of a round (value, advantages, policy, export, "
+                             "in that order; a step already done returns its result)")
+    parser.add_argument("--round", type=int, default=1, help="round index for a round or its steps (>= 1)")
+    parser.add_argument("--pretrained", default=None,
+                        help="the pretrain stage's result.json a round starts from (default WORK/pretrain/)")
     parser.add_argument("--model-id", default=CycleConfig.model_id)
     parser.add_argument("--beta", type=float, default=CycleConfig.beta, help="CFG weight of the round's bundle")
     parser.add_argument("--policy-steps", type=int, default=PolicyTrainConfig.steps)
@@ -67,12 +75,15 @@ def main(argv: list[str] | None = None) -> None:
                       value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                       policy=PolicyTrainConfig(steps=args.policy_steps, **common))
     try:
+        pretrained = args.pretrained or result_path(args.work, 0)
         if args.stage == "pretrain":
-            result = pretrain(args.store, args.work, cfg)
+            result = pretrain(args.store, args.work, cfg).to_json()
+        elif args.stage == "round":
+            result = improve(args.store, args.work, pretrained, cfg, args.round).to_json()
         else:
-            result = improve(args.store, args.work, result_path(args.work, 0), cfg, args.round)
+            result = run_step(args.stage, args.store, args.work, pretrained, cfg, args.round)
         if world().is_main:
-            print(json.dumps(result.to_json(), indent=1))
+            print(json.dumps(result, indent=1))
     finally:
         shutdown()
 
