@@ -11,12 +11,18 @@ from robot_runtime.episode import LABELS, EpisodeStore
 from robot_runtime.fleet.protocol import (
     Chunk,
     FileEntry,
+    InstallReport,
     Labels,
     Offer,
     ProtocolError,
+    ReleaseChunk,
+    ReleaseFetch,
+    ReleaseOffer,
+    ReleasePoll,
     Reply,
     describe_episode,
     file_offsets,
+    parse_release_answer,
     parse_reply,
     parse_request,
     segments,
@@ -108,3 +114,61 @@ def test_an_episode_is_described_from_its_commit_record_labels_apart(tmp_path):
     assert sum(f.size for f in files) == sum(p.stat().st_size for p in path.rglob("*") if p.is_file()
                                              and p.name not in (LABELS, ".labels.json.tmp.partial"))
     assert Offer.build("r1-ep0", files, 4096).content_sha256 == Offer.build("r1-ep0", files, 1 << 20).content_sha256
+
+
+# -- fuzz: 10,000 mutated frame lists per parser; a typed message or a ProtocolError, nothing else --------------
+FUZZ_PER_PARSER = 10_000
+FUZZ_VALUES = [None, True, False, 0, -1, 7, 2 ** 63, 10 ** 400, 2.5, float("nan"), "", "x", "../x", "a/../../b",
+               "c" * 64, "C" * 64, "é\u0000", [], [1], [["commit.json", 1, SHA]], [["../x", 1, SHA]], {}, {"v": 1}]
+REQUESTS = [Offer.build("r1-ep0", FILES, 4096), Chunk("r1-ep0", 1, hashlib.sha256(DATA).hexdigest(), DATA),
+            Labels("r1-ep0", hashlib.sha256(b"{}").hexdigest(), b"{}"), ReleasePoll("v1", 3),
+            ReleaseFetch(SHA, 2), InstallReport("release-0003", 3, False, "signature", "bad key", "v1")]
+ANSWERS = [ReleaseOffer.build("release-0003", 3, FILES, 4096),
+           ReleaseChunk(SHA, 0, hashlib.sha256(DATA).hexdigest(), DATA), Reply("refused", "", reason="no")]
+REPLIES = [Reply("resume", "r1-ep0", next=3, window=4), Reply("stored", "r1-ep0", content_sha256=SHA),
+           Reply("refused", "r1-ep0", reason="corrupt")]
+
+
+def _mutate_frames(message, rng: random.Random) -> list[bytes]:
+    frames = [bytes(f) for f in message.frames()]
+    header = json.loads(frames[0])
+    kind = rng.randrange(6)
+    if kind == 0:
+        header[rng.choice(sorted(header))] = rng.choice(FUZZ_VALUES)
+    elif kind == 1:
+        del header[rng.choice(sorted(header))]
+    elif kind == 2:
+        header[rng.choice(["extra", "type", "v", "files", "data"])] = rng.choice(FUZZ_VALUES)
+    frames[0] = json.dumps(header).encode()
+    if kind == 3:  # bytes of the header or a data frame changed
+        i = rng.randrange(len(frames))
+        data = bytearray(frames[i] or b"\x00")
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        frames[i] = bytes(data)
+    elif kind == 4:  # a frame cut short, added or removed
+        i = rng.randrange(len(frames))
+        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)]
+        frames = rng.choice([frames, frames + [b"extra"], frames[:-1]])
+    elif kind == 5:  # a raw token for a value
+        frames[0] = re.sub(rb'": ("[^"]*"|[-0-9.]+|true|false)', lambda m: b'": ' + rng.choice(
+            [b"NaN", b"1e999", b"[" * 40, b"-", b'"\\ud800"', m.group(1)]), frames[0], count=1)
+    return frames
+
+
+@pytest.mark.parametrize("parse, messages", [(parse_request, REQUESTS), (parse_reply, REPLIES),
+                                             (parse_release_answer, ANSWERS)], ids=lambda p: getattr(p, "__name__", ""))
+def test_fuzzed_frames_give_a_typed_message_or_a_protocol_error(parse, messages):
+    rng = random.Random(parse.__name__)
+    outcomes = {"parsed": 0, "refused": 0}
+    for i in range(FUZZ_PER_PARSER):
+        frames = _mutate_frames(messages[i % len(messages)], rng)
+        try:
+            parsed = parse(frames)
+        except ProtocolError:
+            outcomes["refused"] += 1
+            continue
+        assert parse([bytes(f) for f in parsed.frames()]) == parsed, frames  # accepted means well-formed
+        outcomes["parsed"] += 1
+    print(f"{parse.__name__}: {FUZZ_PER_PARSER} fuzzed, {outcomes}")
+    assert outcomes["parsed"] > FUZZ_PER_PARSER // 50 and outcomes["refused"] > FUZZ_PER_PARSER // 3, outcomes

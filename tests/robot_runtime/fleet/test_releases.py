@@ -21,7 +21,7 @@ from robot_runtime.fleet.releases import (
 
 from bundle_factory import make_reference_bundle
 
-FUZZ_CASES = 3000
+FUZZ_CASES = 10_000
 
 
 @pytest.fixture
