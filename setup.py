@@ -52,6 +52,7 @@ setup(
             f"robot-runtime-episodes = {PACKAGE}.datatools.cli:main",
             f"robot-runtime-fleet = {PACKAGE}.fleet.cli:main",
             f"robot-runtime-ingest = {PACKAGE}.improvement_loop.fleet.ingest:main",
+            f"robot-runtime-page = {PACKAGE}.improvement_loop.page.app:main",
         ],
     },
 )
