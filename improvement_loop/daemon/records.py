@@ -224,16 +224,19 @@ def set_last_scheduled(conn: sqlite3.Connection, at: float) -> None:
 
 # --- the fleet's measured rates, for the canary and the page ---
 
-def fleet_summary(conn: sqlite3.Connection, since: float | None = None,
-                  until: float | None = None) -> dict[str, ReleaseSummary]:
+def fleet_summary(conn: sqlite3.Connection, since: float | None = None, until: float | None = None,
+                  robots: list[str] | None = None, exclude: list[str] = ()) -> dict[str, ReleaseSummary]:
     """Per release (episodes.policy_version): episodes, success rate (Wilson 95%), intervention rate and
-    steps to success, overall and per robot, over labeled episodes recorded in [since, until)."""
+    steps to success, overall and per robot, over labeled episodes recorded in [since, until), from `robots`
+    (default all) less `exclude`."""
     query = ("SELECT policy_version, robot, outcome, steps, intervention_steps, recorded_at FROM episodes "
              "WHERE outcome != 'unlabeled' AND recorded_at >= ? AND recorded_at < ? ORDER BY recorded_at")
     per: dict[str, dict[str, list[EpisodeOutcome]]] = {}
     span: dict[str, list[float]] = {}
     for version, robot, outcome, steps, interventions, at in conn.execute(
             query, (-math.inf if since is None else since, math.inf if until is None else until)):
+        if (robots is not None and robot not in robots) or robot in exclude:
+            continue
         per.setdefault(version, {}).setdefault(robot, []).append(EpisodeOutcome(outcome == "success", steps,
                                                                                 interventions))
         span.setdefault(version, [at, at])[1] = at

@@ -93,8 +93,9 @@ class PolicyRunner:
             return self._rng.standard_normal(self._noise_shape, dtype=np.float32)
 
     def infer(self, images: dict[str, np.ndarray], state: np.ndarray, prefix: np.ndarray | None = None,
-              prefix_weights: np.ndarray | None = None) -> np.ndarray:
-        """One action chunk [chunk_length, A] in robot units, clipped to the manifest's bounds.
+              prefix_weights: np.ndarray | None = None, clip: bool = True) -> np.ndarray:
+        """One action chunk [chunk_length, A] in robot units, clipped to the manifest's bounds (unless `clip`
+        is False: the workstation's gate measures how far a candidate reaches past them).
 
         `prefix` [n <= chunk_length, A] (robot units) are actions already committed for the
         chunk's first ticks and `prefix_weights` [n] how firmly to keep them; a bundle with
@@ -130,4 +131,4 @@ class PolicyRunner:
         if not np.all(np.isfinite(chunk)):
             raise PolicyOutputError(f"bundle {self.bundle.label} produced NaN or inf actions")
         self.inferences += 1
-        return np.clip(chunk, self._low, self._high)
+        return np.clip(chunk, self._low, self._high) if clip else chunk
