@@ -60,13 +60,23 @@ def table(headers: list[str], rows: list[list[str]], css: str = "") -> str:
     return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
 
 
+def flat(numbers: dict, prefix: str = "") -> dict:
+    """Nested dicts as dotted keys: {"per_task": {"push-v3": {"episodes": 20}}} -> {"per_task.push-v3.episodes": 20}."""
+    out = {}
+    for k, v in numbers.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def numbers_table(numbers: dict) -> str:
-    """A decision's numbers: roles (dicts, e.g. candidate and incumbent) side by side, then the scalars."""
-    roles = {k: v for k, v in numbers.items() if isinstance(v, dict)}
+    """A decision's numbers: the policies it compared (entries with a success rate: candidate, incumbent) side
+    by side, then everything else on one line."""
+    roles = {k: flat(v) for k, v in numbers.items() if isinstance(v, dict) and "success_rate" in v}
     keys = list(dict.fromkeys(k for v in roles.values() for k in v))
     out = table([""] + list(roles), [[escape(k)] + [escape(number(v.get(k))) for v in roles.values()] for k in keys],
                 "numbers") if roles else ""
-    rest = " · ".join(f"{escape(k)}: {escape(number(v))}" for k, v in numbers.items() if k not in roles)
+    rest = " · ".join(f"{escape(k)}: {escape(number(v))}"
+                      for k, v in flat({k: v for k, v in numbers.items() if k not in roles}).items())
     return out + (f'<div class="scalars">{rest}</div>' if rest else "")
 
 

@@ -113,10 +113,17 @@ def _deployments(root: Path, db: Path, now: float) -> None:
 
 
 def _sim(version: str, success: float, episodes: int = 50) -> dict:
+    """Simulated figures of one policy, shaped as the daemon's gate records them."""
     wins = round(success * episodes)
-    return {"release": f"reference@{version}", "episodes": episodes, "success_rate": wins / episodes,
-            "ci95": list(wilson_interval(wins, episodes)),
-            "intervention_rate": 0.0, "mean_steps_to_success": 140 + 10 * int(version[1])}
+    figures = {"episodes": episodes, "success_rate": wins / episodes, "ci95": list(wilson_interval(wins, episodes)),
+               "intervention_rate": 0.0, "mean_steps_to_success": 140.0 + 10 * int(version[1]), "successes": wins}
+    return {"release": f"reference@{version}", **figures, "per_task": {"push-v3": figures}}
+
+
+def _gate(candidate: dict, incumbent: dict, p_value: float) -> dict:
+    return {"rule": "one_sided_test", "candidate": candidate, "incumbent": incumbent, "p_value": p_value,
+            "offline": {"ok": True, "problems": [], "observations": 64, "max_parity_error": 3.1e-6},
+            "episodes_per_task": 50, "tasks": ["push-v3"], "first_layout": 100000}
 
 
 def _daemon(db: Path) -> None:
@@ -136,9 +143,8 @@ def _daemon(db: Path) -> None:
             return cycle.id
 
         c1 = run("v1", "v2", trained + ("canary", "promote"), 61)
-        records.record_decision(conn, c1, "gate", True, {"candidate": _sim("v2", 0.72), "incumbent": _sim("v1", 0.48),
-                                                         "rule": "wilson", "layouts": 50},
-                                "candidate 72% [58%, 83%] above incumbent 48% [35%, 62%]")
+        records.record_decision(conn, c1, "gate", True, _gate(_sim("v2", 0.72), _sim("v1", 0.48), 0.0075),
+                                "better: success 72% vs 48%: one-sided test p = 0.0075 < 0.05")
         records.record_decision(conn, c1, "canary", True, {"candidate": {"release": "reference@v2", "episodes": 12,
                                                                          "success_rate": 0.67},
                                                            "incumbent": {"release": "reference@v1", "episodes": 24,
@@ -147,9 +153,8 @@ def _daemon(db: Path) -> None:
         records.record_decision(conn, c1, "promote", True, {"robots": 3}, "promoted to the fleet")
         records.finish(conn, c1, records.DONE, "promoted reference@v2")
         c2 = run("v2", "v3", trained + ("canary", "rollback"), 88)
-        records.record_decision(conn, c2, "gate", True, {"candidate": _sim("v3", 0.76), "incumbent": _sim("v2", 0.70),
-                                                         "rule": "wilson", "layouts": 50},
-                                "candidate 76% not worse, steps to success not worse")
+        records.record_decision(conn, c2, "gate", True, _gate(_sim("v3", 0.82), _sim("v2", 0.66), 0.033),
+                                "better: success 82% vs 66%: one-sided test p = 0.033 < 0.05")
         records.record_decision(conn, c2, "canary", False, {"candidate": {"release": "reference@v3", "episodes": 10,
                                                                           "success_rate": 0.4,
                                                                           "intervention_rate": 0.25},
@@ -160,9 +165,8 @@ def _daemon(db: Path) -> None:
         records.record_decision(conn, c2, "rollback", True, {"robots": ["arm-1"]}, "arm-1 back on reference-v2")
         records.finish(conn, c2, records.REFUSED, "canary regressed: rolled back")
         c3 = run("v2", "v4", trained, 40)
-        records.record_decision(conn, c3, "gate", False, {"candidate": _sim("v4", 0.58), "incumbent": _sim("v2", 0.70),
-                                                          "rule": "wilson", "layouts": 50},
-                                "candidate 58% not above incumbent 70%")
+        records.record_decision(conn, c3, "gate", False, _gate(_sim("v4", 0.58), _sim("v2", 0.70), 0.90),
+                                "not better: success 58% vs 70%: one-sided test p = 0.9 >= 0.05")
         records.finish(conn, c3, records.REFUSED, "gate refused reference@v4")
         run("v2", "v5", trained[:4], 57)
     finally:
