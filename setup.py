@@ -53,6 +53,7 @@ setup(
             f"robot-runtime-fleet = {PACKAGE}.fleet.cli:main",
             f"robot-runtime-ingest = {PACKAGE}.improvement_loop.fleet.ingest:main",
             f"robot-runtime-page = {PACKAGE}.improvement_loop.page.app:main",
+            f"robot-runtime-daemon = {PACKAGE}.improvement_loop.daemon.cli:main",
         ],
     },
 )
