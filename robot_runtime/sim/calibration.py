@@ -12,14 +12,17 @@ import mujoco
 import numpy as np
 
 from robot_runtime.calibration.cameras import CameraCalibration, write_calibration
-from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
+from robot_runtime.sim.metaworld_robot import ROTATED_CAMERAS, MetaWorldRobot, SimConfig
 
 
 def sim_calibration(env_name: str, cameras: list[str], size: int) -> dict[str, CameraCalibration]:
     """Pinhole intrinsics from each MuJoCo camera's vertical field of view, and its world pose.
 
-    The pose is MuJoCo's camera frame (looking along -z, +y up); cameras the sim
-    publishes rotated by 180 degrees (the `corner*` ones) keep MuJoCo's pose.
+    The principal point is the image centre in OpenCV's pixel-centre convention, (size - 1) / 2, and the
+    pose is the optical frame of the image the sim publishes: MuJoCo's camera frame (looking along -z, +y
+    up) with y and z turned over, and half a turn about the optical axis more for the cameras the sim
+    publishes rotated by 180 degrees (the `corner*` ones). sim/board_scene.py checks both conventions
+    against the projection of known points.
     """
     robot = MetaWorldRobot(SimConfig(env_name=env_name, cameras=tuple(cameras), image_size=size, render=False))
     model, data = robot._env.model, robot._env.data
@@ -28,10 +31,14 @@ def sim_calibration(env_name: str, cameras: list[str], size: int) -> dict[str, C
     for name in cameras:
         cam = model.camera(name)
         f = 0.5 * size / math.tan(math.radians(float(cam.fovy[0])) / 2)
+        optical = data.cam(name).xmat.reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        if name in ROTATED_CAMERAS:
+            optical = optical @ np.diag([-1.0, -1.0, 1.0])
         quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, data.cam(name).xmat)
+        mujoco.mju_mat2Quat(quat, optical.ravel())
         w, x, y, z = (float(v) for v in quat)
-        out[name] = CameraCalibration(width=size, height=size, camera_matrix=[f, 0, size / 2, 0, f, size / 2, 0, 0, 1],
+        c = (size - 1) / 2
+        out[name] = CameraCalibration(width=size, height=size, camera_matrix=[f, 0, c, 0, f, c, 0, 0, 1],
                                       frame_id=name, translation=[float(v) for v in data.cam(name).xpos],
                                       rotation_xyzw=[x, y, z, w])
     robot.close()

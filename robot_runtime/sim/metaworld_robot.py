@@ -41,7 +41,7 @@ ACTION_NAMES = ("ee_dx", "ee_dy", "ee_dz", "gripper")
 ACTION_LOW = (-1.0, -1.0, -1.0, -1.0)
 ACTION_HIGH = (1.0, 1.0, 1.0, 1.0)
 # Cameras whose MetaWorld mounting renders them upside down.
-_ROTATED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
+ROTATED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
 
 
 class UnknownTaskError(ValueError):
@@ -124,7 +124,7 @@ class MetaWorldRobot:
             self._renderer.scene.flags[flags.mjRND_SHADOW] = 0
             self._renderer.scene.flags[flags.mjRND_REFLECTION] = 0
             image = self._renderer.render()
-            if camera in _ROTATED_CAMERAS:
+            if camera in ROTATED_CAMERAS:
                 image = image[::-1, ::-1]
             images[camera] = np.ascontiguousarray(image)
         return images
