@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cpu_load import cpu_hogs
+from cpu_load import cpu_hogs, driver_scheduling
 
 from robot_runtime.runtime.realtime import POLICIES
 
@@ -88,6 +88,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
                                                     "realtime": realtime}},
                                log_dir=tmp / "logs", only=["recorder"]).start()
         client = GraphClient("recorder_bench")
+        driver = driver_scheduling(realtime)
         node = client.node
         try:
             client.wait_for_graph(["recorder"], {ros_io.STATE_TOPIC: (0, 1)})
@@ -151,7 +152,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
             "frames_written": frames_written, "dropped_frames": frames_sent - frames_written,
             "writer_realtime_factor": round(factor, 2), "mb_per_s": round(raw / 1e6 / duration, 2),
             "disk_mb_per_s": round(disk / 1e6 / duration, 2), "compression_ratio": round(raw / disk, 2),
-            "cpu_percent": round(cpu, 1)}
+            "cpu_percent": round(cpu, 1), "driver_scheduling": driver}
 
 
 def main(argv=None) -> None:
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the recorder (cpu_load.py)")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
-                        help="the recorder's scheduling (its `realtime` parameter)")
+                        help="the recorder's scheduling (its `realtime` parameter), and the driver's this script plays")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with cpu_hogs(args.load):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cpu_load import cpu_hogs
+from cpu_load import cpu_hogs, driver_scheduling
 
 from robot_runtime.runtime.realtime import POLICIES
 
@@ -98,6 +98,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 1, "realtime": realtime}},
                            log_dir=log_dir, only=["policy_node"]).start()
     client = GraphClient("latency_bench")
+    driver = driver_scheduling(realtime)
     node = client.node
     arrivals: dict[int, float] = {}
     diag: dict = {}
@@ -184,7 +185,7 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
         "roundtrip_p50_ms": rt50, "roundtrip_p99_ms": rt99,
         "tick_jitter_p99_ms": percentiles(jitter, 99)[0], "node_inference_p50_ms": float(diag.get("inference_p50_ms",
                                                                                                  "nan")),
-        "node_engine": diag.get("engine"), "model": diag.get("model"),
+        "node_engine": diag.get("engine"), "model": diag.get("model"), "driver_scheduling": driver,
     }
 
 
@@ -196,7 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the runtime (cpu_load.py)")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
-                        help="policy_node's scheduling (its `realtime` parameter)")
+                        help="policy_node's scheduling (its `realtime` parameter), and the driver's this script plays")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:

@@ -22,7 +22,7 @@ from robot_runtime.episode import (
     EpisodeWriter,
     Step,
 )
-from robot_runtime.runtime.realtime import normal_priority
+from robot_runtime.runtime.realtime import below_control
 
 
 @dataclass
@@ -111,7 +111,7 @@ class AsyncRecorder:
                 self._on_commit(path, writer)
 
     def _run(self) -> None:
-        normal_priority()  # compressing and writing chunks is heavy; the subscriber thread stays ahead of it
+        below_control()  # ahead of busy processes (a full queue drops frames); the subscribers stay ahead of it
         while True:
             kind, payload = self._queue.get()
             try:

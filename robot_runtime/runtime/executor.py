@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
-from robot_runtime.runtime.realtime import normal_priority
+from robot_runtime.runtime.realtime import below_control
 from robot_runtime.runtime.scheduler import ChunkScheduler
 
 
@@ -239,7 +239,7 @@ class PolicyExecutor:
             events.append(f"inference failed: {err}")
 
     def _work(self) -> None:
-        normal_priority()  # inference is heavy: it must never outrank the control thread or starve the robot
+        below_control()  # ahead of busy processes (a late chunk is a missed deadline), never ahead of control
         while True:
             with self._cond:
                 while self._request is None and not self._stop:

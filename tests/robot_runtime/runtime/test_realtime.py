@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from robot_runtime.runtime.realtime import normal_priority, request_realtime
+from robot_runtime.runtime.realtime import WORKER_LEVELS, below_control, normal_priority, request_realtime
 
 
 def in_thread(fn):
@@ -43,6 +43,32 @@ def test_heavy_work_started_by_a_realtime_thread_returns_to_normal():
         return child["policy"]
 
     assert in_thread(ask) == os.SCHED_OTHER
+
+
+@pytest.mark.parametrize("control, expected", [(50, ("fifo", 50 - WORKER_LEVELS)), (5, ("other", 0))])
+def test_a_worker_of_a_realtime_thread_stays_realtime_below_it(control, expected):
+    """Inference and the episode writer: ahead of busy processes, behind control; normal when control is too low
+    to leave a level between them, and untouched when started by a normal thread."""
+    def ask():
+        if request_realtime("fifo", control).policy != "fifo":
+            return None
+        child = {}
+
+        def work():
+            below_control()
+            kind = os.sched_getscheduler(0)
+            child["got"] = ("fifo" if kind == os.SCHED_FIFO else "other", os.sched_getparam(0).sched_priority)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        return child["got"]
+
+    got = in_thread(ask)
+    if got is None:
+        pytest.skip("SCHED_FIFO is not permitted here")
+    assert got == expected
+    assert in_thread(lambda: (below_control(), os.sched_getscheduler(0))[1]) == os.SCHED_OTHER
 
 
 def test_off_changes_nothing_and_bad_requests_are_refused():
