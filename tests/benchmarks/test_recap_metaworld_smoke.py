@@ -1,4 +1,5 @@
-"""benchmarks/recap_metaworld.py --quick: the whole benchmark path on 1 task, 1 seed, 1 round, tiny training."""
+"""benchmarks/recap_metaworld.py with tiny budgets: the whole benchmark path, the demonstration search,
+parallel (task, seed) pairs, resuming from --out, and the refusal of tasks without an expert."""
 import importlib.util
 import json
 import sys
@@ -33,16 +34,63 @@ def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
                 assert 0 <= low <= point["success_rate"] <= high <= 1
                 assert point["episodes"] == 4
                 assert point["mean_steps_to_success"] is None or 0 < point["mean_steps_to_success"] <= 80
+                assert point["successes_per_hour"] >= 0
     start = {m: r[0]["success_rate"] for m, r in results["results"]["push-v3"].items()}
     assert len(set(start.values())) == 1                             # every method starts from the same policy
     run = results["runs"]["push-v3"][0]
     assert run["rounds"][0]["store_episodes"] == 3 + 4               # demos + one round of rollouts
+    assert set(run["rounds"][0]["label_quality"]) >= {"advantage_auc", "indicator_auc", "takeover_auc", "value_ece"}
+    assert results["settings"]["labels"] == "candidate" and results["settings"]["pending_pairs"] == []
     assert set(results["target"]) == {"recap_beta1", "recap_beta2"}
     table = (out / "results.md").read_text()
     assert "| push-v3 | recap_beta1 |" in table and "| average | awr |" in table and "## Target" in table
+    assert "## Label quality per round" in table and "successes per robot hour" in table
     assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "run.log").stat().st_size > 0
+    assert (out / "runs" / "push-v3_seed0.json").is_file()
     assert not any(p.suffix in (".onnx", ".safetensors") or p.name == "episodes" for p in out.rglob("*"))
-    # A second run with the same settings reuses the finished (task, seed) from --work.
-    bench.main(["--quick", "--out", str(out), "--work", str(work)])
+    # A second run with the same settings reuses the finished (task, seed) from --out, even with --work gone.
+    bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "elsewhere")])
     assert "reusing" in (out / "run.log").read_text()
+    assert not (tmp_path / "elsewhere" / "push-v3").exists()
+
+
+def test_auto_demos_parallel_pairs_and_resume(bench, tmp_path):
+    """door-close-v3 has an expert but no hand-written instruction; two pairs run in two processes."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--quick", "--tasks", "push-v3,door-close-v3", "--demos", "auto", "--demo-tries", "2",
+            "--calibration-episodes", "2", "--jobs", "2", "--out", str(out), "--work", str(work)]
+    bench.main(args)
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["pending_pairs"] == [] and len(results["settings"]["finished_pairs"]) == 2
+    for task in ("push-v3", "door-close-v3"):
+        run = results["runs"][task][0]
+        search = run["demos"]["search"]
+        assert 1 <= len(search) <= 2                                 # the cost cap
+        assert run["demos"]["episodes"] in {s["demos"] for s in search}
+        assert all(0 <= s["calibration_success_rate"] <= 1 for s in search)
+        kept = {p.name for p in (work / task / "seed0").iterdir()}
+        assert kept == {f"demos{run['demos']['episodes']}"}          # the counts not chosen are cleared
+    assert "## Demonstration search" in (out / "results.md").read_text()
+    # A pair killed midway: no result file, a half-written work directory. The rerun redoes that pair only.
+    (out / "runs" / "door-close-v3_seed0.json").unlink()
+    (work / "door-close-v3" / "seed0" / "half-written").write_text("junk")
+    before = (out / "runs" / "push-v3_seed0.json").read_text()
+    bench.main(args)
+    assert (out / "runs" / "door-close-v3_seed0.json").is_file()
+    assert not (work / "door-close-v3" / "seed0" / "half-written").exists()
+    assert (out / "runs" / "push-v3_seed0.json").read_text() == before
+    assert "push-v3 seed 0: reusing" in (out / "run.log").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "fly-to-the-moon-v3"], "no scripted expert"),
+    (["--tasks", "../push-v3"], "not allowed"),
+    (["--demos", "push-v3=0"], ">= 1"),
+    (["--jobs", "0"], "--jobs"),
+])
+def test_bad_settings_are_refused_with_a_reason(bench, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
