@@ -51,6 +51,7 @@ setup(
             f"robot-runtime-train = {PACKAGE}.improvement_loop.cycle.cli:main",
             f"robot-runtime-episodes = {PACKAGE}.datatools.cli:main",
             f"robot-runtime-fleet = {PACKAGE}.fleet.cli:main",
+            f"robot-runtime-calibrate = {PACKAGE}.nodes.calibrate:main",
             f"robot-runtime-ingest = {PACKAGE}.improvement_loop.fleet.ingest:main",
             f"robot-runtime-page = {PACKAGE}.improvement_loop.page.app:main",
             f"robot-runtime-daemon = {PACKAGE}.improvement_loop.daemon.cli:main",

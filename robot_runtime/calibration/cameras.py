@@ -37,6 +37,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from robot_runtime.files import UnsafeNameError, check_name, write_text_atomic
@@ -103,6 +104,31 @@ class CameraCalibration:
             problems.append("frame_id, parent_frame and calibrated_at must be text")
         if problems:
             raise CalibrationError(f"{source}: camera '{name}': " + "; ".join(problems))
+
+
+def rotation_from_xyzw(q) -> np.ndarray:
+    """The 3x3 rotation of a unit quaternion (x, y, z, w), the file's convention (and ROS's)."""
+    x, y, z, w = (float(v) for v in q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def xyzw_from_rotation(r) -> list[float]:
+    """The unit quaternion (x, y, z, w), w >= 0, of a 3x3 rotation (Shepperd's method: stable for any angle)."""
+    r = np.asarray(r, dtype=np.float64)
+    trace = np.trace(r)
+    i = int(np.argmax([trace, r[0, 0], r[1, 1], r[2, 2]]))
+    if i == 0:
+        s = 2 * math.sqrt(1 + trace)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    else:
+        a, b, c = [(0, 1, 2), (1, 2, 0), (2, 0, 1)][i - 1]
+        s = 2 * math.sqrt(1 + r[a, a] - r[b, b] - r[c, c])
+        q = [0.0] * 3 + [(r[c, b] - r[b, c]) / s]
+        q[a], q[b], q[c] = s / 4, (r[a, b] + r[b, a]) / s, (r[a, c] + r[c, a]) / s
+    q = np.array(q) * (1 if q[3] >= 0 else -1)
+    return [float(v) for v in q / np.linalg.norm(q)]
 
 
 def _numbers(values, count: int | None = None) -> bool:
