@@ -60,11 +60,18 @@ def table(headers: list[str], rows: list[list[str]], css: str = "") -> str:
     return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
 
 
-def flat(numbers: dict, prefix: str = "") -> dict:
-    """Nested dicts as dotted keys: {"per_task": {"push-v3": {"episodes": 20}}} -> {"per_task.push-v3.episodes": 20}."""
+def flat(numbers: dict, prefix: str = "", top: dict | None = None) -> dict:
+    """Nested dicts as dotted keys ({"per_task": {"push-v3": {"episodes": 20}}} -> "per_task.push-v3.episodes"),
+    leaving out a breakdown into one part that repeats the top level's figures (one task's figures are the total)."""
+    top = numbers if top is None else top
     out = {}
     for k, v in numbers.items():
-        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+        if not (isinstance(v, dict) and v):
+            out[f"{prefix}{k}"] = v
+            continue
+        [only] = v.values() if len(v) == 1 else [None]
+        if not (isinstance(only, dict) and only and all(top.get(key) == x for key, x in only.items())):
+            out.update(flat(v, f"{prefix}{k}.", top))
     return out
 
 

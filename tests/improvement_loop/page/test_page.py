@@ -71,7 +71,7 @@ def test_the_cycle_and_every_decision_with_its_numbers(dom):
     assert "cycle 4" in current and "policy" in current and "reference@v2" in current
     text = elements.found[0][2]
     for shown in ("not better: success 58% vs 70%", "0.58", "0.72", "0.48", "[0.583, 0.825]", "p_value: 0.0075",
-                  "rule: one_sided_test", "offline.ok: yes", "per_task.push-v3.success_rate",
+                  "rule: one_sided_test", "offline.ok: yes",
                   "success 40% below the incumbent's 70% on the same period", "arm-1 back on reference-v2"):
         assert shown in text
     verdicts = [t for a, t in elements.all("span") if a.get("class") in ("ok", "bad")]
