@@ -152,8 +152,8 @@ def _value(kind, value, path: Path, key: str):
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
           else isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
     if not ok:
-        raise ConfigError(f"{path}: {key} must be {'a number' if kind is float else 'a ' + kind.__name__}, "
-                          f"not {value!r}")
+        what = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+        raise ConfigError(f"{path}: {key} must be {what}, not {value!r}")
     return float(value) if kind is float else value
 
 

@@ -36,7 +36,6 @@ from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeStore, checked_episode_id
 from robot_runtime.files import write_json_atomic
 from robot_runtime.fleet.releases import sign_bundle, sign_rollback
-from robot_runtime.improvement_loop.cycle.stages import done_path
 from robot_runtime.improvement_loop.daemon import canary, gate, records
 from robot_runtime.improvement_loop.daemon.config import DaemonConfig
 from robot_runtime.improvement_loop.daemon.lock import CycleLock
@@ -85,6 +84,7 @@ class CycleRunner:
                 result = {"finish": records.FAILED, "reason": f"{c.state}: {type(err).__name__}: {err}"}
             if result is None:
                 return False
+            out.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out, result)
             _log_text(c, "executed.log", f"{c.state} {os.getpid()} {time.time():.3f}\n")
         if os.environ.get(KILL_AT) == c.state:
@@ -168,16 +168,20 @@ class CycleRunner:
                "--threads", str(t.threads), *t.extra_args]
         logs = Path(c.work_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{stage}.log", "ab") as out:
-            out.write(f"\n$ {' '.join(cmd)}\n".encode())
-            out.flush()
-            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        with open(logs / f"{stage}.log", "ab") as err, open(logs / f"{stage}.json", "wb") as out:
+            err.write(f"\n$ {' '.join(cmd)}\n".encode())
+            err.flush()
+            done = subprocess.run(cmd, stdout=out, stderr=err, preexec_fn=_die_with_parent,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
             tail = (logs / f"{stage}.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise StateFailed(f"robot-runtime-train --stage {stage} exited with {done.returncode}: "
                               f"{' | '.join(tail)} (log: {logs / f'{stage}.log'})")
-        return json.loads(done_path(Path(c.work_dir) / "train", c.id, stage).read_text())
+        try:  # the step's done file, as the command prints it (the daemon itself never imports torch)
+            return json.loads((logs / f"{stage}.json").read_text())
+        except json.JSONDecodeError as error:
+            raise StateFailed(f"robot-runtime-train --stage {stage} printed no result ({error}): see "
+                              f"{logs / f'{stage}.log'}") from None
 
     def _value(self, c):
         self._train(c, "value")

@@ -3,7 +3,8 @@ local across daylight-saving changes).
 
 `due` compares the latest scheduled time at or before now with the last one that ran: after downtime
 that spans several scheduled times, only the latest runs, once. The first time a daemon ever starts
-nothing is due: it waits for the next scheduled time instead of running at once.
+nothing is due: it waits for the next scheduled time instead of running at once. When clocks go back,
+croniter yields a wall-clock time twice (02:00 CEST, then 02:00 CET); it runs once.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def due(cron: str, zone: ZoneInfo, last_scheduled: float | None, now: float) -> 
     newest = latest(cron, zone, now)
     if last_scheduled is None:
         return None, newest
-    if newest > last_scheduled:
+    if newest > last_scheduled and _wall(newest, zone) != _wall(last_scheduled, zone):
         return newest, newest
-    return None, last_scheduled
+    return None, max(newest, last_scheduled)
+
+
+def _wall(at: float, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(at, zone).replace(tzinfo=None)
