@@ -1,7 +1,9 @@
 """Contract 2, the model bundle: what the workstation ships and the robot runs.
 
 A bundle is a directory with `manifest.json` and `policy.onnx` (optionally
-`value.onnx`). The manifest says what the policy reads (cameras and sizes, named
+`value.onnx`, a chunk critic Q(observation, action chunk) that lets the robot rank
+sampled candidate chunks; listed in `files` like every file, so the manifest's
+sha256 covers it). The manifest says what the policy reads (cameras and sizes, named
 state entries, the task instructions it knows), what it writes (named actions,
 bounds, chunk length, control rate), the normalization applied around the graph,
 its advantage conditioning, and the sha256 of every file. `load_bundle` refuses
@@ -11,7 +13,7 @@ The ONNX graph works in normalized units. Its signature is defined once, by
 `Manifest.graph_inputs()` and `graph_outputs()`: the exporter traces and
 parity-checks it, the runtime feeds it and `load_bundle` checks a graph against
 it, all by input name, so the conditioning mode and real-time chunking decide
-the inputs in one place.
+the inputs in one place; `value_inputs()` / `value_outputs()` do the same for the critic.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_t
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 POLICY_FILE = "policy.onnx"
+VALUE_FILE = "value.onnx"
 CONDITIONING_MODES = ("none", "advantage")
 BATCH = "B"  # the batch axis in a GraphTensor shape; a graph may name its symbolic batch dim anything
 _NUMPY_TYPES = {"uint8": np.uint8, "float": np.float32, "int64": np.int64}
@@ -203,6 +206,19 @@ class Manifest:
         return (GraphTensor("actions", (BATCH, self.chunk_length, len(self.action_names)), "float",
                             "the action chunk, normalized"),)
 
+    @property
+    def has_value(self) -> bool:
+        return VALUE_FILE in self.files
+
+    def value_inputs(self) -> tuple[GraphTensor, ...]:
+        """The chunk critic's inputs: the policy's observation inputs and a candidate chunk, in trace order."""
+        observation = [t for t in self.graph_inputs() if t.camera or t.name in ("state", "task")]
+        return (*observation, GraphTensor("actions", (BATCH, self.chunk_length, len(self.action_names)), "float",
+                                          "a candidate action chunk, normalized (the policy's output)"))
+
+    def value_outputs(self) -> tuple[GraphTensor, ...]:
+        return (GraphTensor("q", (BATCH,), "float", "expected normalized return of executing the chunk"),)
+
 
 @dataclass
 class Bundle:
@@ -214,11 +230,16 @@ class Bundle:
         return self.path / POLICY_FILE
 
     @property
+    def value_path(self) -> Path | None:
+        """The chunk critic, or None when the bundle carries none."""
+        return self.path / VALUE_FILE if self.manifest.has_value else None
+
+    @property
     def label(self) -> str:
         return f"{self.manifest.model_id}@{self.manifest.version}"
 
 
-def _check_onnx_signature(path: Path, manifest: Manifest) -> None:
+def _check_onnx_signature(path: Path, inputs: tuple[GraphTensor, ...], outputs: tuple[GraphTensor, ...]) -> None:
     import onnx
 
     try:
@@ -238,8 +259,8 @@ def _check_onnx_signature(path: Path, manifest: Manifest) -> None:
             sig[v.name] = (dims, elem_names.get(t.elem_type, str(t.elem_type)))
         return sig
 
-    for kind, actual, tensors in (("input", signature(model.graph.input), manifest.graph_inputs()),
-                                  ("output", signature(model.graph.output), manifest.graph_outputs())):
+    for kind, actual, tensors in (("input", signature(model.graph.input), inputs),
+                                  ("output", signature(model.graph.output), outputs)):
         expected = {t.name: t for t in tensors}
         for name in sorted(set(expected) | set(actual)):
             if name not in actual:
@@ -380,7 +401,9 @@ def load_bundle(path: str | Path, limits: ManifestLimits = DEFAULT_LIMITS) -> Bu
         if actual != expected:
             raise BundleError(file, f"sha256 mismatch: manifest says {expected[:12]}..., file is {actual[:12]}...; "
                                     "the file is corrupt or was changed after export")
-    _check_onnx_signature(path / POLICY_FILE, manifest)
+    _check_onnx_signature(path / POLICY_FILE, manifest.graph_inputs(), manifest.graph_outputs())
+    if manifest.has_value:
+        _check_onnx_signature(path / VALUE_FILE, manifest.value_inputs(), manifest.value_outputs())
     return Bundle(path, manifest)
 
 

@@ -2,7 +2,9 @@
 
 Applies the manifest's normalization around the graph, picks the instruction by
 task text, draws the flow-matching noise, and refuses observations or outputs
-that are malformed (wrong shape, NaN/inf) instead of acting on them.
+that are malformed (wrong shape, NaN/inf) instead of acting on them. With value
+guidance (guidance.py) each inference samples K chunks in one batched call and
+returns the one the bundle's critic ranks highest.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from robot_runtime.bundle import Bundle, load_bundle
 from robot_runtime.runtime.engines.base import InferenceEngine
 from robot_runtime.runtime.engines.factory import create_engine
+from robot_runtime.runtime.guidance import GuidanceError, ValueGuidance, best_candidate
 
 
 class PolicyInputError(ValueError):
@@ -24,7 +27,10 @@ class PolicyOutputError(RuntimeError):
 
 
 class PolicyRunner:
-    def __init__(self, bundle: Bundle, engine: InferenceEngine, beta: float | None = None, seed: int = 0):
+    def __init__(self, bundle: Bundle, engine: InferenceEngine, beta: float | None = None, seed: int = 0,
+                 critic: InferenceEngine | None = None, candidates: int = 1):
+        """`critic` (the engine of the bundle's value.onnx) with `candidates` K > 1 ranks K samples per
+        inference; `engine` must then take batches of K."""
         m = bundle.manifest
         self.bundle = bundle
         self.manifest = m
@@ -39,7 +45,12 @@ class PolicyRunner:
         self._action_std = np.asarray(norm.action_std, np.float32)
         self._low = np.asarray(m.action_low, np.float32)
         self._high = np.asarray(m.action_high, np.float32)
-        self._noise_shape = (1, m.chunk_length, len(m.action_names))
+        self.critic = critic
+        self.candidates = candidates if critic is not None else 1
+        self.guidance_note = ""         # why guidance asked for is not running (the critic is absent)
+        self.last_scores: np.ndarray | None = None
+        self.critic_failures = 0        # inferences whose critic gave no finite score (the first sample ran)
+        self._noise_shape = (self.candidates, m.chunk_length, len(m.action_names))
         # Which inputs the graph takes comes from the manifest's signature, read once here, not per tick.
         inputs = m.graph_inputs()
         self._images = [(t.camera, t.name, t.shape[1:]) for t in inputs if t.camera]
@@ -50,12 +61,27 @@ class PolicyRunner:
 
     @classmethod
     def load(cls, path, engine: str = "auto", threads: int = 1, beta: float | None = None, seed: int = 0,
-             warmup: bool = True, fp16: bool = False, cache_dir=None) -> PolicyRunner:
-        """Validate the bundle (unless `path` is an already validated Bundle), build the engine and
-        (by default) run it once so the first tick is fast."""
+             warmup: bool = True, fp16: bool = False, cache_dir=None,
+             guidance: ValueGuidance = ValueGuidance()) -> PolicyRunner:
+        """Validate the bundle (unless `path` is an already validated Bundle), build the engine (and the
+        critic's, under value guidance) and (by default) run it once so the first tick is fast.
+
+        Guidance asked for on a bundle without value.onnx runs the policy alone (`guidance_note` says
+        so) or, with fallback 'refuse', raises GuidanceError."""
         bundle = path if isinstance(path, Bundle) else load_bundle(path)
-        runner = cls(bundle, create_engine(engine, bundle.policy_path, threads, fp16=fp16, cache_dir=cache_dir),
-                     beta, seed)
+        critic, candidates, note = None, 1, ""
+        if guidance.enabled and bundle.value_path is None:
+            if guidance.fallback == "refuse":
+                raise GuidanceError(f"bundle {bundle.label} carries no value.onnx (chunk critic) and value guidance "
+                                    "is on with fallback 'refuse'; export it with a critic or use fallback 'policy'")
+            note = f"bundle {bundle.label} carries no value.onnx: running the policy alone (fallback 'policy')"
+        elif guidance.enabled and guidance.candidates > 1:
+            candidates = guidance.candidates
+            critic = create_engine(engine, bundle.value_path, threads, fp16=fp16, cache_dir=cache_dir,
+                                   batch=candidates)
+        policy = create_engine(engine, bundle.policy_path, threads, fp16=fp16, cache_dir=cache_dir, batch=candidates)
+        runner = cls(bundle, policy, beta, seed, critic, candidates)
+        runner.guidance_note = note
         if warmup:
             runner.warmup()
         return runner
@@ -79,13 +105,13 @@ class PolicyRunner:
             self.inferences = 0
 
     def _prefix_feeds(self, prefix, weights) -> tuple[np.ndarray, np.ndarray]:
-        chunk, actions = self._noise_shape[1:]
-        full = np.zeros((1, chunk, actions), np.float32)
-        full_weights = np.zeros((1, chunk), np.float32)
+        rows, chunk, actions = self._noise_shape
+        full = np.zeros((rows, chunk, actions), np.float32)
+        full_weights = np.zeros((rows, chunk), np.float32)
         if prefix is not None and len(prefix):
             n = min(len(prefix), chunk)
-            full[0, :n] = (np.asarray(prefix[:n], np.float32) - self._action_mean) / self._action_std
-            full_weights[0, :n] = np.asarray(weights[:n], np.float32)
+            full[:, :n] = (np.asarray(prefix[:n], np.float32) - self._action_mean) / self._action_std
+            full_weights[:, :n] = np.asarray(weights[:n], np.float32)
         return full, full_weights
 
     def _noise(self) -> np.ndarray:
@@ -107,9 +133,10 @@ class PolicyRunner:
             raise PolicyInputError(f"state has shape {state.shape}, bundle expects {self._state_mean.shape}")
         if not np.all(np.isfinite(state)):
             raise PolicyInputError("state contains NaN or inf")
+        rows = self.candidates
         feeds = {
-            "state": ((state - self._state_mean) / self._state_std)[None],
-            "task": np.array([self.task_index], np.int64),
+            "state": np.repeat(((state - self._state_mean) / self._state_std)[None], rows, axis=0),
+            "task": np.full(rows, self.task_index, np.int64),
             "noise": self._noise(),
         }
         for camera, name, shape in self._images:
@@ -119,7 +146,7 @@ class PolicyRunner:
             if image.shape != shape or image.dtype != np.uint8:
                 raise PolicyInputError(f"camera '{camera}' image is {image.dtype}{image.shape}, "
                                        f"bundle expects uint8{shape}")
-            feeds[name] = image[None]
+            feeds[name] = np.repeat(image[None], rows, axis=0)
         if self._takes_beta:
             feeds["beta"] = np.array(self.beta, np.float32)
         if self._takes_prefix:
@@ -127,8 +154,24 @@ class PolicyRunner:
         actions = self.engine.run(feeds)["actions"]
         if actions.shape != self._noise_shape:
             raise PolicyOutputError(f"graph returned actions of shape {actions.shape}, expected {self._noise_shape}")
-        chunk = actions[0] * self._action_std + self._action_mean
+        chunk = actions[self._rank(feeds, actions)] * self._action_std + self._action_mean
         if not np.all(np.isfinite(chunk)):
             raise PolicyOutputError(f"bundle {self.bundle.label} produced NaN or inf actions")
         self.inferences += 1
         return np.clip(chunk, self._low, self._high) if clip else chunk
+
+    def _rank(self, feeds: dict[str, np.ndarray], actions: np.ndarray) -> int:
+        """Which of the candidate rows to execute: the critic's best (row 0 without guidance)."""
+        if self.critic is None:
+            return 0
+        observation = {name: value for name, value in feeds.items() if name in ("state", "task") or
+                       name.startswith("image_")}
+        scores = np.asarray(self.critic.run({**observation, "actions": actions})["q"], np.float64).reshape(-1)
+        if scores.shape != (self.candidates,):
+            raise PolicyOutputError(f"value.onnx returned {scores.shape[0]} scores for {self.candidates} candidates")
+        self.last_scores = scores
+        self.critic_failures += not np.isfinite(scores).any()
+        index = best_candidate(actions, scores)
+        if index < 0:
+            raise PolicyOutputError(f"bundle {self.bundle.label} produced NaN or inf in every candidate chunk")
+        return index

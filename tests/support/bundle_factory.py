@@ -23,20 +23,22 @@ def value_info(t: GraphTensor) -> onnx.ValueInfoProto:
 
 
 def reference_graph(manifest: Manifest, weights: np.ndarray, bias: np.ndarray, busy_matmuls: int = 0,
-                    nan_above: float | None = None) -> onnx.ModelProto:
-    """The reference policy with exactly the inputs and output `manifest` defines."""
+                    nan_above: float | None = None, noise_scale: float = 0.0) -> onnx.ModelProto:
+    """The reference policy with exactly the inputs and output `manifest` defines; `noise_scale` adds
+    that much of the flow-matching noise to the chunk (so samples differ, for value guidance)."""
     inputs = manifest.graph_inputs()
     names = {t.name for t in inputs}
     init = [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.ravel()),
             helper.make_tensor("bias", TensorProto.FLOAT, bias.shape, bias),
             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("noise_scale", TensorProto.FLOAT, [], [noise_scale]),
             helper.make_tensor("axes1", TensorProto.INT64, [1], [1]),
             helper.make_tensor("axes12", TensorProto.INT64, [2], [1, 2])]
     nodes = [helper.make_node("MatMul", ["state", "W"], ["sw"]),
              helper.make_node("Add", ["sw", "bias"], ["swb"]),
              helper.make_node("Tanh", ["swb"], ["act"]),
              helper.make_node("Unsqueeze", ["act", "axes1"], ["act3"]),
-             helper.make_node("Mul", ["noise", "zero"], ["noise0"]),
+             helper.make_node("Mul", ["noise", "noise_scale"], ["noise0"]),
              helper.make_node("Add", ["act3", "noise0"], ["acc0"]),
              helper.make_node("Cast", ["task"], ["taskf"], to=TensorProto.FLOAT),
              helper.make_node("Mul", ["taskf", "zero"], ["task0"]),
@@ -95,11 +97,41 @@ def reference_graph(manifest: Manifest, weights: np.ndarray, bias: np.ndarray, b
     return model
 
 
+def reference_critic(manifest: Manifest, target: np.ndarray) -> onnx.ModelProto:
+    """A chunk critic preferring `target` [chunk, A] (normalized): q = -sum((actions - target)^2); the
+    observation inputs are consumed times zero, so the signature is exactly `manifest.value_inputs()`."""
+    inputs = manifest.value_inputs()
+    init = [helper.make_tensor("target", TensorProto.FLOAT, target.shape, target.astype(np.float32).ravel()),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("axes12", TensorProto.INT64, [2], [1, 2])]
+    nodes = [helper.make_node("Sub", ["actions", "target"], ["diff"]),
+             helper.make_node("Mul", ["diff", "diff"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "axes12"], ["dist"], keepdims=0),
+             helper.make_node("Neg", ["dist"], ["acc"])]
+    last = "acc"
+    for i, t in enumerate(t for t in inputs if t.name != "actions"):
+        nodes += [helper.make_node("Cast", [t.name], [f"f{i}"], to=TensorProto.FLOAT),
+                  helper.make_node("ReduceMean", [f"f{i}"], [f"m{i}"], keepdims=0, axes=list(range(1, len(t.shape))))
+                  if len(t.shape) > 1 else helper.make_node("Identity", [f"f{i}"], [f"m{i}"]),
+                  helper.make_node("Mul", [f"m{i}", "zero"], [f"z{i}"]),
+                  helper.make_node("Add", [last, f"z{i}"], [f"acc{i}"])]
+        last = f"acc{i}"
+    nodes.append(helper.make_node("Identity", [last], ["q"]))
+    graph = helper.make_graph(nodes, "reference_critic", [value_info(t) for t in inputs],
+                              [value_info(t) for t in manifest.value_outputs()], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
 def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96)), state_names=STATE_NAMES,
                           action_names=ACTION_NAMES, tasks=(instruction_for("push-v3"),), chunk_length: int = 8,
                           conditioning: str = "none", control_rate_hz: float = 20.0, nan: bool = False,
                           version: str = "v1", seed: int = 0, busy_matmuls: int = 0,
-                          nan_above: float | None = None, realtime_chunking: bool = False):
+                          nan_above: float | None = None, realtime_chunking: bool = False,
+                          noise_scale: float = 0.0, critic_target: np.ndarray | None = None):
+    """The reference policy as a bundle; with `critic_target` [chunk, A] it also carries value.onnx
+    (reference_critic)."""
     rng = np.random.default_rng(seed)
     cams = [Camera(name, size, size) for name, size in cameras]
     s, a = len(state_names), len(action_names)
@@ -111,8 +143,11 @@ def make_reference_bundle(path: Path, cameras=(("corner", 96), ("gripperPOV", 96
         chunk_length=chunk_length, control_rate_hz=control_rate_hz, tasks=list(tasks),
         normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
         conditioning_mode=conditioning, realtime_chunking=realtime_chunking)
-    model = reference_graph(manifest, weights, bias, busy_matmuls, nan_above)
+    model = reference_graph(manifest, weights, bias, busy_matmuls, nan_above, noise_scale)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "policy.onnx"
-        onnx.save(model, onnx_path)
-        return write_bundle(path, manifest, {"policy.onnx": onnx_path})
+        files = {"policy.onnx": Path(tmp) / "policy.onnx"}
+        onnx.save(model, files["policy.onnx"])
+        if critic_target is not None:
+            files["value.onnx"] = Path(tmp) / "value.onnx"
+            onnx.save(reference_critic(manifest, critic_target), files["value.onnx"])
+        return write_bundle(path, manifest, files)

@@ -25,18 +25,20 @@ from robot_runtime.runtime.engines.onnxruntime_engine import OnnxRuntimeEngine
 
 
 def create_engine(kind: str, onnx_path: Path, threads: int = 1, *, fp16: bool = False,
-                  cache_dir: Path | None = None) -> InferenceEngine:
+                  cache_dir: Path | None = None, batch: int = 1) -> InferenceEngine:
     """Engine factory chosen by the `engine` parameter.
 
-    `fp16` and `cache_dir` (default `tensorrt_engine.default_cache_dir()`) apply to
-    the TensorRT engine; `threads` to ONNX Runtime.
+    `fp16`, `cache_dir` (default `tensorrt_engine.default_cache_dir()`) and `batch` (the rows
+    of every call: K candidate chunks under value guidance) apply to the TensorRT engine, whose
+    shapes are fixed at build; `threads` to ONNX Runtime, which takes any batch.
     """
     if kind not in ENGINE_KINDS:
         raise EngineError(f"engine '{kind}' is not one of {ENGINE_KINDS}")
     if kind == "onnxruntime":
         return OnnxRuntimeEngine(onnx_path, threads)
     try:
-        return tensorrt_engine.TensorRTEngine(onnx_path, tensorrt_engine.probe(), fp16=fp16, cache_dir=cache_dir)
+        return tensorrt_engine.TensorRTEngine(onnx_path, tensorrt_engine.probe(), fp16=fp16, cache_dir=cache_dir,
+                                              batch=batch)
     except EngineError as err:
         if kind == "tensorrt":
             raise
