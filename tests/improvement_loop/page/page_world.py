@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -198,12 +197,6 @@ def browse(url: str, profile: Path, screenshot: Path | None = None, size=(1280, 
     if screenshot is not None:
         subprocess.run(args + [f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
     return subprocess.run(args + ["--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

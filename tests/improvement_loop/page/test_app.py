@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from page_world import ROBOTS, free_port
+from page_world import ROBOTS
 
 from robot_runtime.improvement_loop.daemon import records
 from robot_runtime.improvement_loop.fleet.catalog import Catalog, CatalogRow
@@ -117,7 +117,7 @@ def test_a_fresh_catalog_without_daemon_or_releases_still_renders(tmp_path):
 def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path, world):
     script = str(Path(sys.executable).parent / "robot-runtime-page")
     cases = [(["--catalog", str(tmp_path / "missing.sqlite")], "no such file"),
-             (["--catalog", str(world.catalog), "--host", "0.0.0.0", "--port", str(free_port())], "needs a token"),
+             (["--catalog", str(world.catalog), "--host", "0.0.0.0"], "needs a token"),  # refused before binding
              (["--catalog", str(world.catalog), "--token-file", str(tmp_path / "nope")], "--token-file")]
     for args, message in cases:
         done = subprocess.run([script, *args], capture_output=True, text=True, timeout=60,
