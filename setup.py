@@ -41,7 +41,7 @@ setup(
         (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.md") + glob("models/*.json")),
     ],
-    install_requires=["numpy", "PyYAML", "zarr>=3", "onnxruntime", "onnx"],
+    install_requires=["numpy", "PyYAML", "zarr>=3", "onnxruntime", "onnx", "av", "imagecodecs"],
     zip_safe=False,
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]

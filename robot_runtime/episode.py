@@ -11,8 +11,9 @@ the size and sha256 of every other file of the episode) is flushed last and the 
 is moved into `episodes/` by an atomic rename; readers only look in `episodes/`, only
 trust groups with a valid `commit.json`, and check each file against it before using
 it, so a crash can lose at most the episode in progress, and a damaged file is
-refused by name instead of read as wrong rows. Schema 1 episodes (no checksums) are
-still read, unverified.
+refused by name instead of read as wrong rows. Each camera has a codec (lossless, JPEG per
+frame, H.264/AV1 per chunk: `capture.codecs`), named in `camera_codecs` with its quality.
+Schema 2 episodes (all lossless) are read as such, schema 1 (no checksums) unverified.
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ import re
 import secrets
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from robot_runtime.capture.codecs import CameraCodec, CodecError
 from robot_runtime.files import UnsafeNameError, check_name, fsync_path, fsync_tree, sha256_file, write_json_atomic
 
-SCHEMA_VERSION = 2  # 2: commit.json holds the size and sha256 of every other file of the episode
-READABLE_VERSIONS = (1, 2)  # 1: no checksums, read unverified
+SCHEMA_VERSION = 3  # 3: a codec per camera (attrs camera_codecs); 2: commit.json holds every file's sha256
+READABLE_VERSIONS = (1, 2, 3)  # 1: no checksums, read unverified; 1 and 2: every camera lossless
 COMMIT_MARKER = "commit.json"
 PROGRESS = "progress.json"  # rows safely in chunk files so far; lets a crashed episode be salvaged
 LABELS = "labels.json"  # an operator's label, written after commit; overrides the recorded outcome
@@ -41,9 +44,11 @@ LABEL_KEYS = ("outcome", "progress", "note", "labeled_by", "labeled_at")
 OUTCOMES = ("success", "failure", "unlabeled")
 REQUIRED_ATTRS = ("schema_version", "episode_id", "task", "robot_id", "control_rate_hz", "policy_version",
                   "operator", "outcome", "start_time", "end_time", "end_reason", "truncated", "layout", "extra")
+CODEC_ATTR = "camera_codecs"  # schema 3: camera -> {"codec", "quality"}
 CHUNK_STEPS = 50
 DAMAGED = ("the episode is damaged: restore it from a copy, or move it aside with "
            "`robot-runtime-episodes validate STORE --quarantine`")
+_ENCODERS = ThreadPoolExecutor(4, thread_name_prefix="episode-chunks")  # the arrays of a chunk, in parallel
 # What Zarr, numcodecs and json raise on damaged input; readers turn them into EpisodeError.
 _READ_ERRORS = (OSError, ValueError, LookupError, TypeError, RuntimeError, AttributeError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -154,10 +159,13 @@ class EpisodeWriter:
     """
 
     def __init__(self, store: EpisodeStore, layout: EpisodeLayout, metadata: EpisodeMetadata,
-                 chunk_steps: int = CHUNK_STEPS):
+                 chunk_steps: int = CHUNK_STEPS, codecs: dict[str, CameraCodec] | None = None):
         import zarr
-        from zarr.codecs import BloscCodec
 
+        unknown = set(codecs or ()) - set(layout.cameras)
+        if unknown:
+            raise EpisodeError(f"codecs for camera(s) {sorted(unknown)} the layout does not have")
+        self.codecs = {camera: (codecs or {}).get(camera, CameraCodec()) for camera in layout.cameras}
         self.layout = layout
         self.metadata = metadata
         if not metadata.episode_id:
@@ -176,12 +184,12 @@ class EpisodeWriter:
         self._group = zarr.open_group(str(self.path), mode="w-")
         self._arrays = {}
         for name, (shape, dtype) in self._spec.items():
-            # Images compress ~4.5x with zstd and no shuffle; small arrays use the default.
-            codec = BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle") if name.startswith("images/") else "auto"
+            camera = name.removeprefix("images/")
+            codec = self.codecs[camera].zarr_codecs() if camera in self.codecs else {"compressors": "auto"}
             # Every chunk gets a file, even an all-default one, so salvage can tell a missing
             # chunk (lost in a crash) from an empty one.
             self._arrays[name] = self._group.create_array(
-                name, shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype, compressors=codec,
+                name, shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype, **codec,
                 config={"write_empty_chunks": True})
         self._group.attrs.update(self._attributes())
 
@@ -202,6 +210,7 @@ class EpisodeWriter:
             "truncated": meta.truncated,
             "intervention_segments": self.segments,
             "layout": self.layout.to_json(),
+            CODEC_ATTR: {camera: codec.to_json() for camera, codec in self.codecs.items()},
             "extra": meta.extra,
         }
 
@@ -244,8 +253,8 @@ class EpisodeWriter:
     def _flush_buffer(self) -> None:
         if self._fill == 0:
             return
-        for name, array in self._arrays.items():
-            array.append(self._buffers[name][: self._fill])
+        fill = self._fill
+        list(_ENCODERS.map(lambda name: self._arrays[name].append(self._buffers[name][:fill]), self._arrays))
         self._fill = 0
         # Atomic replace after the chunk files are written: a killed writer leaves a count
         # that never exceeds what is on disk.
@@ -369,6 +378,8 @@ class Episode:
             raise _refused(self.path, problems)
         self.meta = {**attrs, **label}
         self.layout = EpisodeLayout.from_json(attrs["layout"])
+        self.codecs = {camera: CameraCodec.from_json(attrs[CODEC_ATTR][camera]) if CODEC_ATTR in attrs
+                       else CameraCodec() for camera in self.layout.cameras}
         problems = self._check(self._metadata_files())
         if problems:
             raise _refused(self.path, problems, DAMAGED)
@@ -563,6 +574,22 @@ def _attribute_problems(attrs: dict, schema_version: int) -> list[str]:
             check_name(camera, "camera")
     except _READ_ERRORS as err:  # UnsafeNameError is a ValueError
         problems.append(f"attrs.layout: malformed ({_describe(err)})")
+        return problems
+    if schema_version >= 3:
+        problems += _codec_problems(attrs.get(CODEC_ATTR), layout)
+    return problems
+
+
+def _codec_problems(codecs, layout: EpisodeLayout) -> list[str]:
+    """What is wrong with schema 3's `camera_codecs`: one valid codec for each camera of the layout."""
+    if not isinstance(codecs, dict) or set(codecs) != set(layout.cameras):
+        return [f"attrs.{CODEC_ATTR}: {codecs!r} is not a codec for each camera {sorted(layout.cameras)}"]
+    problems = []
+    for camera, codec in codecs.items():
+        try:
+            CameraCodec.from_json(codec)
+        except CodecError as err:
+            problems.append(f"attrs.{CODEC_ATTR}.{camera}: {err}")
     return problems
 
 
@@ -623,8 +650,9 @@ class EpisodeStore:
         fsync_path(self.episodes_dir)
         return target
 
-    def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS) -> EpisodeWriter:
-        return EpisodeWriter(self, layout, metadata, chunk_steps)
+    def writer(self, layout: EpisodeLayout, metadata: EpisodeMetadata, chunk_steps: int = CHUNK_STEPS,
+               codecs: dict[str, CameraCodec] | None = None) -> EpisodeWriter:
+        return EpisodeWriter(self, layout, metadata, chunk_steps, codecs)
 
     def recover(self) -> Recovery:
         """Deal with episodes a crash left in staging; call at start-up, before any writer runs.

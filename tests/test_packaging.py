@@ -37,7 +37,8 @@ def test_wheel_keeps_every_module_under_the_namespace(tmp_path):
 # Python modules the robot half imports -> rosdep key; ROS packages (rclpy, *_msgs, ...) are their own key.
 PYTHON_ROSDEP = {"numpy": "python3-numpy", "yaml": "python3-yaml", "cv2": "python3-opencv", "zmq": "python3-zmq",
                  "cryptography": "python3-cryptography"}
-PIP_ONLY = {"zarr", "numcodecs", "onnx", "onnxruntime", "mcap", "mujoco", "metaworld", "tensorrt", "cuda"}
+PIP_ONLY = {"zarr", "numcodecs", "av", "imagecodecs", "onnx", "onnxruntime", "mcap", "mujoco", "metaworld",
+            "tensorrt", "cuda"}
 ROS_PACKAGE = re.compile(r"^(rclpy|rcl_interfaces|ament_index_python|rosidl_runtime_py|launch|launch_ros"
                          r"|\w+_(msgs|srvs))$")
 

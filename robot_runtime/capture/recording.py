@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.episode import (
     CHUNK_STEPS,
     EpisodeError,
@@ -49,8 +50,9 @@ class AsyncRecorder:
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
         self._thread.start()
 
-    def begin(self, layout: EpisodeLayout, metadata: EpisodeMetadata) -> None:
-        self._queue.put(("begin", (layout, metadata)))
+    def begin(self, layout: EpisodeLayout, metadata: EpisodeMetadata,
+              codecs: dict[str, CameraCodec] | None = None) -> None:
+        self._queue.put(("begin", (layout, metadata, codecs)))
 
     def add(self, step: Step) -> bool:
         try:
@@ -87,9 +89,9 @@ class AsyncRecorder:
             if self._writer is not None:
                 self._fail(f"episode {self._writer.metadata.episode_id} began again before it ended; "
                            "left uncommitted in staging")
-            layout, metadata = payload
+            layout, metadata, codecs = payload
             self._dropped_this_episode = 0
-            self._writer = self.store.writer(layout, metadata, self.chunk_steps)
+            self._writer = self.store.writer(layout, metadata, self.chunk_steps, codecs)
         elif kind == "step" and self._writer is not None:
             try:
                 self._writer.append(payload)

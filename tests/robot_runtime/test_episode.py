@@ -1,9 +1,13 @@
 """Contract 1: episodes read back exactly as written, and only once committed."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from codec_cases import CASES, IDS, assert_frames_match, camera_frames
 
+from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.capture.recording import AsyncRecorder
 from robot_runtime.episode import (
     COMMIT_MARKER,
@@ -21,8 +25,9 @@ LAYOUT = EpisodeLayout(cameras={"front": (24, 32)}, state_names=("a", "b", "c"),
 
 def make_steps(n, seed=0):
     rng = np.random.default_rng(seed)
+    frames = camera_frames(rng, n, 24, 32)
     return [Step(timestamp=1000.0 + 0.05 * i,
-                 images={"front": rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)},
+                 images={"front": frames[i]},
                  state=rng.normal(size=3).astype(np.float32), action=rng.normal(size=2).astype(np.float32),
                  policy_action=None if i % 3 == 0 else rng.normal(size=2).astype(np.float32),
                  intervention=bool(i % 4 == 0)) for i in range(n)]
@@ -32,10 +37,11 @@ def meta():
     return EpisodeMetadata(task="push the puck", robot_id="r1", control_rate_hz=20.0, policy_version="m@1")
 
 
-def test_round_trip_across_chunk_boundaries(tmp_path):
+@pytest.mark.parametrize("codec", CASES, ids=IDS)
+def test_round_trip_across_chunk_boundaries(tmp_path, codec):
     store = EpisodeStore(tmp_path)
     steps = make_steps(123)
-    writer = store.writer(LAYOUT, meta(), chunk_steps=50)
+    writer = store.writer(LAYOUT, meta(), chunk_steps=50, codecs={"front": codec})
     for s in steps:
         writer.append(s)
     assert store.episode_ids() == []  # nothing visible before commit
@@ -43,7 +49,8 @@ def test_round_trip_across_chunk_boundaries(tmp_path):
     [ep] = store.episodes()
     assert ep.steps == 123 and ep.outcome == "success" and ep.task == "push the puck"
     assert ep.meta["schema_version"] == SCHEMA_VERSION and ep.meta["extra"]["held_steps"] == 2
-    np.testing.assert_array_equal(ep.images("front"), np.stack([s.images["front"] for s in steps]))
+    assert ep.codecs == {"front": codec} and ep.meta["camera_codecs"] == {"front": codec.to_json()}
+    assert_frames_match(ep.images("front"), np.stack([s.images["front"] for s in steps]), codec, 50)
     np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in steps]))
     np.testing.assert_array_equal(ep.array("intervention"), [s.intervention for s in steps])
     policy = ep.array("policy_action")
@@ -116,7 +123,7 @@ def test_commit_record_holds_the_checksum_of_every_other_file(tmp_path):
     store.label(path.name, "failure")
     record = json.loads((path / COMMIT_MARKER).read_text())
     on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    assert record["schema_version"] == SCHEMA_VERSION == 2 and record["steps"] == 60
+    assert record["schema_version"] == SCHEMA_VERSION == 3 and record["steps"] == 60
     assert set(record["files"]) == on_disk - {"commit.json", "progress.json", "labels.json"}
     assert {"zarr.json", "images/zarr.json", "images/front/c/1/0/0/0", "state/c/0/0"} <= set(record["files"])
     assert all(entry == {"bytes": (path / name).stat().st_size, "sha256": sha256_file(path / name)}
@@ -183,3 +190,38 @@ def test_intervention_segments_and_operator_labels(tmp_path):
         store.label(path.name, "success", progress=7)
     with pytest.raises(EpisodeError, match="no committed episode"):
         store.label("nope", "success")
+
+
+def test_schema_2_episodes_written_by_the_old_code_read_as_lossless(tmp_path):
+    """The fixture was committed by the schema-2 writer; its rows are regenerated from the same seed."""
+    shutil.copytree(Path(__file__).parent / "fixtures/schema2_store", tmp_path / "store")
+    store = EpisodeStore(tmp_path / "store")
+    [ep] = store.episodes()
+    assert ep.record.schema_version == 2 and ep.verify() == [] and ep.codecs == {"front": CameraCodec("lossless")}
+    rng = np.random.default_rng(2)
+    sent = [(rng.integers(0, 255, (12, 16, 3), np.uint8), rng.normal(size=2).astype(np.float32),
+             rng.normal(size=1).astype(np.float32)) for _ in range(6)]
+    np.testing.assert_array_equal(ep.images("front"), np.stack([image for image, _, _ in sent]))
+    np.testing.assert_array_equal(ep.array("state"), np.stack([state for _, state, _ in sent]))
+    np.testing.assert_array_equal(ep.array("action"), np.stack([action for _, _, action in sent]))
+    assert ep.outcome == "success" and ep.array("intervention").tolist() == [i == 2 for i in range(6)]
+
+
+def test_codecs_are_checked_and_recorded_per_camera(tmp_path):
+    from robot_runtime.capture.codecs import CodecError
+
+    two = EpisodeLayout(cameras={"front": (24, 32), "wrist": (24, 32)}, state_names=("a",), action_names=("x",))
+    for bad, match in ((("webp", None), "'webp' is not one of"), (("jpeg", 0), r"quality 0 for 'jpeg' is not an "
+                       r"integer in \[1, 100\]"), (("h264", 60), r"\[0, 51\]"), (("lossless", 5), "takes no quality")):
+        with pytest.raises(CodecError, match=match):
+            CameraCodec(*bad)
+    with pytest.raises(EpisodeError, match="codecs for camera.*'side'"):
+        EpisodeStore(tmp_path).writer(two, meta(), codecs={"side": CameraCodec("jpeg")})
+    writer = EpisodeStore(tmp_path).writer(two, meta(), codecs={"wrist": CameraCodec("h264", 30)})
+    writer.append(Step(0.0, {c: np.zeros((24, 32, 3), np.uint8) for c in two.cameras}, np.zeros(1, np.float32),
+                       np.zeros(1, np.float32)))
+    ep = EpisodeStore(tmp_path).open(writer.commit("success").name)
+    assert ep.meta["camera_codecs"] == {"front": {"codec": "lossless", "quality": None},
+                                        "wrist": {"codec": "h264", "quality": 30}}
+    zarr_json = json.loads((ep.path / "images/wrist/zarr.json").read_text())
+    assert zarr_json["codecs"] == [{"name": "robot_runtime.video", "configuration": {"codec": "h264", "quality": 30}}]
