@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repo import ROOT
 
@@ -84,3 +85,11 @@ def test_systemd_analyze_verifies_every_unit(tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", *sorted(map(str, tmp_path.glob("*.service")))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+def test_the_ingest_server_writes_the_store_and_catalog_that_the_example_daemon_config_reads():
+    [exec_start] = parse_unit(ROOT / "systemd" / "robot-runtime-ingest.service")["Service"]["ExecStart"]
+    args = shlex.split(exec_start)
+    flags = dict(zip(args[1::2], args[2::2]))
+    daemon = yaml.safe_load((ROOT / "config" / "daemon.yaml").read_text())
+    assert (flags["--store"], flags["--catalog"]) == (daemon["store"], daemon["catalog"])
