@@ -102,8 +102,10 @@ def _recorded(store: EpisodeStore, episode_ids: list[str], runner: PolicyRunner,
                 return
 
 
-def simulate(bundle_path: str, cfg: Gate) -> dict:
-    """Success, intervention rate and steps to success of a bundle on the gate's tasks and layouts."""
+def simulate(bundle_path: str, cfg: Gate, robots: dict | None = None) -> dict:
+    """Success, intervention rate and steps to success of a bundle on the gate's tasks and layouts.
+    `robots` caches a simulated robot per (task, cameras) across calls (building one takes seconds)."""
+    robots = {} if robots is None else robots
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
     cameras = tuple(c.name for c in m.cameras)
@@ -113,8 +115,10 @@ def simulate(bundle_path: str, cfg: Gate) -> dict:
         if instruction_for(task) not in m.tasks:
             raise ValueError(f"gate task {task} ('{instruction_for(task)}') is not among bundle {bundle.label}'s "
                              f"tasks {m.tasks}: choose gate.tasks the policy was trained on")
-        robot = MetaWorldRobot(SimConfig(env_name=task, cameras=cameras or ("corner",), image_size=size,
-                                         max_steps=cfg.max_steps, render=bool(cameras) or cfg.render))
+        sim = SimConfig(env_name=task, cameras=cameras or ("corner",), image_size=size, max_steps=cfg.max_steps,
+                        render=bool(cameras) or cfg.render)
+        key = (sim.env_name, sim.cameras, sim.image_size, sim.max_steps, sim.render)
+        robot = robots[key] = robots.get(key) or MetaWorldRobot(sim)
         executor = PolicyExecutor(PolicyRunner.load(bundle, engine="onnxruntime", threads=1, seed=0), realtime=False)
         results = [run_episode(robot, cfg.first_layout + i, executor, control_rate_hz=cfg.control_rate_hz)
                    for i in range(cfg.episodes)]
@@ -178,10 +182,11 @@ def decide(candidate: dict, incumbent: dict | None, offline: dict, cfg: Gate) ->
 
 
 def evaluate(candidate_path: str, incumbent_path: str | None, cfg: Gate, store: EpisodeStore,
-             episode_ids: list[str]) -> Verdict:
+             episode_ids: list[str], robots: dict | None = None) -> Verdict:
     """Offline checks on the candidate, then both in simulation on the same layouts, then `decide`."""
     offline = offline_checks(candidate_path, cfg, store, episode_ids)
     if not offline["ok"]:
         return decide({"release": offline.get("release", "")}, None, offline, cfg)
-    return decide(simulate(candidate_path, cfg), simulate(incumbent_path, cfg) if incumbent_path else None,
-                  offline, cfg)
+    robots = {} if robots is None else robots
+    return decide(simulate(candidate_path, cfg, robots),
+                  simulate(incumbent_path, cfg, robots) if incumbent_path else None, offline, cfg)
