@@ -1,0 +1,105 @@
+"""The canary state on a real catalog and deployments: a regressing candidate is rolled back after the
+configured N episodes and the canary robots return to the incumbent; a refused install rolls back at once;
+a candidate as good as the incumbent is promoted to the whole fleet; too few episodes time out."""
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from daemon_world import fleet_episode, reach_bundle, release_key, write_config
+
+from robot_runtime.bundle import load_bundle
+from robot_runtime.files import write_json_atomic
+from robot_runtime.fleet.releases import sign_bundle
+from robot_runtime.improvement_loop.daemon import records
+from robot_runtime.improvement_loop.daemon.config import load_config
+from robot_runtime.improvement_loop.daemon.cycle import CycleRunner
+from robot_runtime.improvement_loop.fleet.deployments import Deployments
+
+N = 3
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Incumbent ref@old on r1 and r2 (release 1); a cycle waiting in its canary state with ref@new signed as
+    release 2, as the states before the canary leave it."""
+    cfg = load_config(write_config(tmp_path / "daemon.yaml", tmp_path, canary={"episodes": N, "poll_seconds": 0}))
+    release_key(tmp_path / "keys")
+    old, new = reach_bundle(tmp_path / "old", 10.0, "old"), reach_bundle(tmp_path / "new", 0.0, "new")
+    incumbent = sign_bundle(old, cfg.release_key, 1)
+    candidate = sign_bundle(new, cfg.release_key, 2)
+    deployments = Deployments(cfg.catalog)
+    deployments.assign(old, ["r1", "r2"], "first release")
+    conn = records.connect(cfg.catalog)
+    c = records.new_cycle(conn, cfg.digest(), "ref@old", cfg.work)
+    states = {"snapshot": {"incumbent": ["ref@old", str(old), incumbent.name]}, "export": {"bundle": str(new)},
+              "sign": {"release": candidate.name, "sequence": 2}}
+    (Path(c.work_dir) / "states").mkdir(parents=True)
+    for state, output in states.items():
+        write_json_atomic(Path(c.work_dir) / "states" / f"{state}.json", output)
+    for before, after in itertools.pairwise(records.STATES[:8]):
+        records.advance(conn, c.id, before, after, **({"candidate": "ref@new"} if after == "sign" else {}))
+    return cfg, conn, deployments, incumbent, candidate
+
+
+def _feeder(cfg, candidate_ok: bool, log: list):
+    """The fleet between two polls: one candidate episode on the canary robot, one incumbent episode on r2."""
+    def sleep(_seconds):
+        k = len(log)
+        fleet_episode(cfg.catalog, f"canary{k:03d}", "ref@new", "r1", candidate_ok, interventions=0 if candidate_ok
+                      else 20)
+        fleet_episode(cfg.catalog, f"other{k:03d}", "ref@old", "r2", True)
+        log.append(k)
+    return sleep
+
+
+def test_a_regressing_canary_is_rolled_back_within_n_episodes(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+    polls = []
+    c = CycleRunner(cfg, conn, sleep=_feeder(cfg, False, polls)).run()
+    assert (c.status, c.state) == ("refused", "rollback") and len(polls) == N
+    canary, rollback = records.decisions(conn, c.id)
+    assert canary.kind == "canary" and not canary.accepted and canary.reason.startswith("regressed on success and "
+                                                                                         "intervention rate")
+    assert canary.numbers["candidate"]["episodes"] == N and canary.numbers["candidate"]["success_rate"] == 0.0
+    assert canary.numbers["incumbent"]["success_rate"] == 1.0
+    assert canary.numbers["incumbent"]["basis"] == "same period, other robots"
+    assert rollback.kind == "rollback" and rollback.accepted and "ref@old" in rollback.reason
+    back = deployments.target("r1")
+    assert back.rollback and back.name == incumbent.name and back.sequence == 3
+    assert deployments.target("r2").name == incumbent.name and not deployments.target("r2").rollback
+    assert [e.event for e in deployments.history("r1")] == ["assign", "assign", "rollback"]
+
+
+def test_a_refused_install_rolls_back_at_once(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+
+    def refuse(_seconds):
+        deployments.report("r1", candidate.name, 2, False, "bad-signature", "signature does not verify",
+                           incumbent.name)
+
+    c = CycleRunner(cfg, conn, sleep=refuse).run()
+    (canary, _) = records.decisions(conn, c.id)
+    assert c.state == "rollback" and "r1 refused the install: bad-signature" in canary.reason
+    assert canary.numbers["candidate"]["episodes"] == 0 and deployments.target("r1").rollback
+
+
+def test_a_canary_as_good_as_the_incumbent_is_promoted(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+    c = CycleRunner(cfg, conn, sleep=_feeder(cfg, True, [])).run()
+    assert (c.status, c.state) == ("done", "promote")
+    assert [d.kind for d in records.decisions(conn, c.id)] == ["canary", "promote"]
+    assert {deployments.target(r).name for r in ("r1", "r2")} == {candidate.name}
+    assert load_bundle(deployments.target("r2").path).label == "ref@new"
+
+
+def test_too_few_canary_episodes_time_out(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+    clock = [time.time()]
+
+    def wait(_seconds):
+        clock[0] += 2 * 3600
+
+    c = CycleRunner(cfg, conn, sleep=wait, clock=lambda: clock[0]).run()
+    (canary, _) = records.decisions(conn, c.id)
+    assert c.state == "rollback" and canary.reason == "timed out after 1 h with 0 of 3 canary episodes"
