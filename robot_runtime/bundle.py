@@ -6,7 +6,8 @@ sampled candidate chunks; listed in `files` like every file, so the manifest's
 sha256 covers it). The manifest says what the policy reads (cameras and sizes, named
 state entries, the task instructions it knows), what it writes (named actions,
 bounds, chunk length, control rate), the normalization applied around the graph,
-its advantage conditioning, and the sha256 of every file. `load_bundle` refuses
+its advantage conditioning, the camera calibration it was trained with (version, intrinsics sha256 and
+preprocessing per camera; older bundles have none), and the sha256 of every file. `load_bundle` refuses
 anything that disagrees, naming the file and the problem.
 
 The ONNX graph works in normalized units. Its signature is defined once, by
@@ -120,6 +121,7 @@ class Manifest:
     parent_version: str = ""
     files: dict[str, str] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # camera -> what it was trained with (calibration.records)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:
@@ -173,6 +175,9 @@ class Manifest:
             (all(x > 0 for x in self.normalization.state_std + self.normalization.action_std),
              "normalization std entries must be > 0"),
             (POLICY_FILE in self.files, f"files has no sha256 for {POLICY_FILE}"),
+            (set(self.calibration) <= {c.name for c in self.cameras},
+             f"calibration names camera(s) {sorted(set(self.calibration) - {c.name for c in self.cameras})} "
+             "that the manifest does not list"),
         ]
         for ok, problem in checks:
             if not ok:

@@ -305,6 +305,7 @@ def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, value
         created_at=now.isoformat(timespec="seconds"),
         parent_version=parent_version,
         training={"stage": "pretrain" if round_index == 0 else "round", "round": round_index, **metrics},
+        calibration=data.calibration,
     )
     bundle = export_bundle(policy, task_table, manifest, Path(work_dir) / "bundles" / f"{cfg.model_id}-{version}",
                            cfg.export)

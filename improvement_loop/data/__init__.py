@@ -1,3 +1,3 @@
 """Episodes to training tensors: the dataset (skips with reasons), batches, instruction embeddings.
 
-May import `robot_runtime.episode` and `improvement_loop.recap`."""
+May import `robot_runtime.episode`, `robot_runtime.calibration` and `improvement_loop.recap`."""

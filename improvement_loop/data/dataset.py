@@ -4,6 +4,13 @@ Training on CPU wants every step in RAM (two 96x96 cameras x 6,000 steps is
 ~330 MB) so that a batch is a fancy-index, not a Zarr read. Bad episodes are
 skipped and counted by reason, never trained on silently; callers log the counts
 and put them in the bundle's provenance.
+
+Frames are mapped onto one camera geometry per camera (robot_runtime.calibration.preprocess):
+the calibration of the first usable episode, undistorted; every episode's frames go through
+the calibration it recorded. The same Preprocessor runs on the robot, and `Dataset.calibration`
+goes into the bundle so the robot can check its cameras against it. Episodes without a
+recorded calibration are used as recorded when none has one, and skipped (layout_mismatch)
+when others have one.
 """
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robot_runtime.calibration.cameras import CalibrationError, CameraCalibration
+from robot_runtime.calibration.preprocess import Preprocessing, Preprocessor
+from robot_runtime.calibration.records import record
 from robot_runtime.episode import Episode, EpisodeError, EpisodeLayout, EpisodeStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,7 @@ class Dataset:
     held: np.ndarray                    # bool [N], no command came in time and the robot held
     success: np.ndarray                 # bool [N], outcome of the step's episode
     skipped: dict[str, int] = field(default_factory=dict)
+    calibration: dict[str, dict] = field(default_factory=dict)  # camera -> the bundle's record (records.record)
 
     def __len__(self) -> int:
         return len(self.state)
@@ -158,12 +169,52 @@ def load_dataset(store_root: str | os.PathLike, cfg: DatasetConfig,
         layout = episode.layout
         rate = float(episode.meta["control_rate_hz"])
         kept.append((episode, arrays))
+    kept, uncalibrated = _calibrated(kept, layout)
+    skipped["layout_mismatch"] += uncalibrated
     counts = {reason: n for reason, n in skipped.items() if n}
     log.log(logging.WARNING if counts else logging.INFO, "%s: %d episodes usable, %d skipped %s",
             store.root, len(kept), sum(counts.values()), counts)
     if not kept:
         raise ValueError(f"{store.root}: no usable episodes (skipped: {skipped})")
     return _assemble(kept, layout, rate, cfg.chunk_length, skipped)
+
+
+def episode_calibration(episode: Episode, camera: str) -> CameraCalibration | None:
+    """The calibration an episode recorded for `camera`, or None without a usable one."""
+    entry = (episode.meta.get("extra") or {}).get("calibration", {}).get(camera)
+    if not isinstance(entry, dict):
+        return None
+    try:
+        calibration = CameraCalibration(**entry)
+        calibration.validate(camera, episode.episode_id)
+        return calibration
+    except (TypeError, CalibrationError):
+        return None
+
+
+def _calibrated(kept: list, layout: EpisodeLayout | None) -> tuple[list, int]:
+    """`kept` less the episodes lacking a calibration for a camera that other episodes have one for."""
+    if not kept:
+        return kept, 0
+    cameras = [c for c in layout.cameras if any(episode_calibration(e, c) for e, _ in kept)]
+    ok = []
+    for episode, arrays in kept:
+        if all(episode_calibration(episode, c) for c in cameras):
+            ok.append((episode, arrays))
+        else:
+            log.info("skipping episode %s: no camera calibration recorded, other episodes have one",
+                     episode.episode_id)
+    return ok, len(kept) - len(ok)
+
+
+def _views(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: EpisodeLayout) -> dict[str, Preprocessing]:
+    """Per calibrated camera, the geometry every episode's frames are mapped onto: the first episode's."""
+    views = {}
+    for camera in layout.cameras:
+        reference = episode_calibration(kept[0][0], camera)
+        if reference is not None:
+            views[camera] = Preprocessing.of(reference)
+    return views
 
 
 def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: EpisodeLayout, rate: float,
@@ -183,13 +234,22 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
     def per_step(values) -> np.ndarray:
         return np.repeat(np.asarray(values), lengths)
 
+    views = _views(kept, layout)
+
+    def frames(episode: Episode, arrays: dict, camera: str) -> np.ndarray:
+        images = arrays.pop(f"images/{camera}")
+        if camera not in views:
+            return images
+        return Preprocessor(episode_calibration(episode, camera), views[camera]).frames(images)
+
     return Dataset(
         layout=layout,
         control_rate_hz=rate,
         tasks=tasks,
         episodes=infos,
         # pop: each episode's frames are freed once concatenated, so the peak stays near one copy
-        images={cam: np.concatenate([arrays.pop(f"images/{cam}") for _, arrays in kept]) for cam in layout.cameras},
+        images={cam: np.concatenate([frames(episode, arrays, cam) for episode, arrays in kept])
+                for cam in layout.cameras},
         state=np.concatenate([arrays["state"] for _, arrays in kept]).astype(np.float32),
         action=np.concatenate([arrays["action"] for _, arrays in kept]).astype(np.float32),
         action_chunk=np.concatenate(chunks).astype(np.float32),
@@ -202,4 +262,5 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
         held=np.concatenate([arrays["held"] for _, arrays in kept]).astype(bool),
         success=per_step([info.success for info in infos]).astype(bool),
         skipped=skipped,
+        calibration={cam: record(episode_calibration(kept[0][0], cam), view) for cam, view in views.items()},
     )
