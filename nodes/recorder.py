@@ -29,8 +29,8 @@ from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from robot_runtime.capture.assembler import StepAssembler
 from robot_runtime.calibration.cameras import CalibrationError, load_calibration
+from robot_runtime.capture.assembler import StepAssembler
 from robot_runtime.capture.disk_guard import DiskGuard, tree_bytes
 from robot_runtime.capture.recording import AsyncRecorder
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
