@@ -10,6 +10,12 @@ bundle yet, or a bad one) is retried when `bundle_path` is set.
 Cameras: `image_transport` raw (sensor_msgs/Image: rgb8, bgr8, mono8) or compressed
 (jpeg/png on `.../image_raw/compressed`); frames of another size than the bundle's
 are refused with a warning (robot_runtime.nodes.images), and the robot holds.
+With a `calibration_file` (this robot's cameras), configure compares each camera
+with the calibration the bundle was trained with (robot_runtime.calibration.records):
+a difference beyond `calibration_tolerance_px` refuses the bundle, or with
+`calibration_mismatch: warn` only warns, naming the camera and the change; frames are
+then mapped onto the trained geometry (undistorted, cropped, resized) before the
+policy sees them. A bundle without a calibration record loads with a warning.
 
 Control: each joint state, paired with camera frames of the same moment, is a
 tick; the executor answers it at once from the planned chunk while the next
@@ -42,7 +48,9 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
-from robot_runtime.bundle import Bundle, BundleError, load_bundle
+from robot_runtime.bundle import MANIFEST, Bundle, BundleError, load_bundle
+from robot_runtime.calibration.cameras import CalibrationError, load_calibration
+from robot_runtime.calibration.records import MISMATCH_ACTIONS, CameraCheck, check_cameras
 from robot_runtime.messages import EpisodeEnd, EpisodeStart, MessageError, PolicyStatus, clip, parse_episode_event
 from robot_runtime.nodes import diagnostics, images, ros_io
 from robot_runtime.nodes.parameters import INT_MAX, apply_realtime, declare, declare_safety, safety_filter
@@ -53,7 +61,7 @@ from robot_runtime.runtime.realtime import normal_priority
 from robot_runtime.runtime.safety import SafetyFilter
 from robot_runtime.runtime.sync import ObservationSync
 
-LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError)
+LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError, CalibrationError)
 
 
 class PolicyNode(LifecycleNode):
@@ -77,6 +85,16 @@ class PolicyNode(LifecycleNode):
         self.image_transport = declare(self, "image_transport", "raw", "camera frames as sensor_msgs/Image (raw) or "
                                        "CompressedImage (compressed, on <camera>/image_raw/compressed)",
                                        read_only=True, choices=images.TRANSPORTS)
+        self.calibration_file = declare(self, "calibration_file", "", "this robot's camera calibration YAML, checked "
+                                        "against the bundle's and used to map frames onto its geometry; empty: "
+                                        "no check, frames must come at the bundle's size", read_only=True)
+        self.calibration_tolerance_px = declare(self, "calibration_tolerance_px", 1.0, "largest pixel difference "
+                                                "between this robot's and the bundle's calibration of a camera",
+                                                read_only=True, low=0.0, high=10_000.0)
+        self.calibration_mismatch = declare(self, "calibration_mismatch", "refuse", "beyond the tolerance: refuse "
+                                            "the bundle, or warn and serve it", read_only=True,
+                                            choices=MISMATCH_ACTIONS)
+        self.cameras: CameraCheck = CameraCheck()
         declare_safety(self)
         declare(self, "bundle_path", "", "model bundle directory to serve")
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up; false: wait for a "
@@ -128,6 +146,7 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         try:
             runner = self._load_runner(self._validated.pop(path, None) or path)
+            self.cameras = self._check_cameras(runner.bundle)
             self.safety = self._safety_filter(runner)
         except (*LOAD_ERRORS, ValueError) as err:
             self._fail(f"refusing bundle: {err}")
@@ -137,8 +156,8 @@ class PolicyNode(LifecycleNode):
                                        self.get_parameter("blend_steps").value)
         cameras = runner.manifest.cameras
         self.sync = ObservationSync([c.name for c in cameras], int(0.5e9 / runner.manifest.control_rate_hz))
-        self._image_subs = [images.subscribe_camera(self, c.name, self.image_transport, (c.height, c.width),
-                                                    self._on_image, ros_io.SENSOR_QOS)
+        self._image_subs = [images.subscribe_camera(self, c.name, self.image_transport, self._frame_size(c),
+                                                    self._on_frame, ros_io.SENSOR_QOS)
                             for c in cameras]
         if self.task:
             self._start_episode(self.task)
@@ -162,6 +181,7 @@ class PolicyNode(LifecycleNode):
         self._image_subs = []
         self.control.close()
         self.runner = self.control = self.safety = self.sync = None
+        self.cameras = CameraCheck()
         self._configure_requested = False
         self.status = replace(self.status, state="unconfigured", bundle="")
         self._publish_status()
@@ -181,6 +201,27 @@ class PolicyNode(LifecycleNode):
         return PolicyRunner.load(path, self.engine_kind, self.threads, beta if beta >= 0 else None, self.seed,
                                  fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
 
+    def _check_cameras(self, bundle: Bundle) -> CameraCheck:
+        """This robot's calibration against the bundle's record; CalibrationError with every refusal."""
+        m = bundle.manifest
+        robot = load_calibration(self.calibration_file) if self.calibration_file else {}
+        check = check_cameras({c.name: (c.height, c.width) for c in m.cameras}, m.calibration, robot,
+                              self.calibration_tolerance_px, self.calibration_mismatch, bundle.path / MANIFEST)
+        for warning in check.warnings:
+            self.get_logger().warning(f"{bundle.label}: {warning}")
+        if check.refusals:
+            raise CalibrationError("; ".join(check.refusals))
+        return check
+
+    def _frame_size(self, camera) -> tuple[int, int]:
+        """The size frames arrive at: the calibrated camera's when they are preprocessed, else the bundle's."""
+        pre = self.cameras.preprocessors.get(camera.name)
+        return (pre.camera.height, pre.camera.width) if pre else (camera.height, camera.width)
+
+    def _on_frame(self, camera: str, stamp: int, image: np.ndarray) -> None:
+        pre = self.cameras.preprocessors.get(camera)
+        self._on_image(camera, stamp, image if pre is None or pre.identity else pre(image))
+
     def _safety_filter(self, runner: PolicyRunner) -> SafetyFilter:
         m = runner.manifest
         return safety_filter(self, m.action_names, m.action_low, m.action_high, m.state_names)
@@ -190,11 +231,22 @@ class PolicyNode(LifecycleNode):
             if p.name == "bundle_path" and p.value:
                 try:
                     # manifest, hashes, graph signature: a few ms, before accepting
-                    self._validated = {p.value: load_bundle(p.value)}
-                except BundleError as err:
+                    bundle = load_bundle(p.value)
+                    if self.control is not None:
+                        self._check_same_geometry(self._check_cameras(bundle))
+                    self._validated = {p.value: bundle}
+                except (BundleError, CalibrationError) as err:
                     self.get_logger().error(f"refusing bundle: {err}")
                     return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
+
+    def _check_same_geometry(self, check: CameraCheck) -> None:
+        """A hot swap keeps the camera subscriptions and their preprocessing: the new bundle must map frames alike."""
+        for name in set(check.preprocessors) | set(self.cameras.preprocessors):
+            new, old = check.preprocessors.get(name), self.cameras.preprocessors.get(name)
+            if new is None or old is None or new.preprocessing != old.preprocessing:
+                raise CalibrationError(f"camera {name}: the new bundle was trained on another camera geometry than "
+                                       "the running one; deactivate and reconfigure the node to switch")
 
     def _apply_parameters(self, params) -> None:
         for p in params:
@@ -225,6 +277,7 @@ class PolicyNode(LifecycleNode):
             if bundle is None:
                 self._between_ticks()
                 bundle = load_bundle(path)
+                self._check_same_geometry(self._check_cameras(bundle))
             self._between_ticks()
             runner = self._load_runner(bundle)
             self.control.stage(runner)
