@@ -120,6 +120,9 @@ MAX_SEEDS = 8                       # training layouts of seed 8 would start at 
 CONTROL_RATE_HZ = 20.0
 # How chunks are executed; part of a cached result's fingerprint (results from another executor are not reused).
 EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution horizon and blend steps"
+# CycleConfig fields added after results were committed, at the value that changes nothing: left out of
+# the fingerprint, so those results stay valid.
+NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),
@@ -175,7 +178,8 @@ class BenchConfig:
             "demos": self.demos_for(task), "demo_noise": self.demo_noise, "rollouts": self.rollouts,
             "obs": self.obs, "max_steps": self.max_steps, "diagnostics": self.diagnostics, "executor": EXECUTOR,
             **({} if self.corrections else {"corrections": False}),
-            "cycle": asdict(cycle_config(self, 0))}))
+            "cycle": {k: v for k, v in asdict(cycle_config(self, 0)).items()
+                      if not (k in NEUTRAL_CYCLE_FIELDS and v == NEUTRAL_CYCLE_FIELDS[k])}}))
 
 
 def cycle_config(cfg: BenchConfig, seed: int) -> CycleConfig:

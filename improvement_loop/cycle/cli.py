@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     labels.add_argument("--value-store", action="append", default=[], metavar="DIR",
                         help="another episode store (e.g. another task's) the round's value also trains on; "
                              "repeatable")
+    parser.add_argument("--chunk-critic", action="store_true",
+                        help="also train a chunk critic Q(o, chunk) and ship it as the bundle's value.onnx "
+                             "(value-guided execution on the robot)")
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every,
                         help="steps between saved training states; rerunning a killed command resumes from them")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads,
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                             value_stores=tuple(args.value_store), estimator=args.advantage, n_step=args.n_step,
                             gae_lambda=args.gae_lambda, threshold=args.threshold,
                             positive_fraction=args.positive_fraction)
-    cfg = CycleConfig(model_id=args.model_id, beta=args.beta, labels=label_cfg,
+    cfg = CycleConfig(model_id=args.model_id, beta=args.beta, labels=label_cfg, chunk_critic=args.chunk_critic,
                       value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                       policy=PolicyTrainConfig(steps=args.policy_steps, **common))
     try:

@@ -12,6 +12,9 @@ the *pretrained* policy (never the last round, to avoid drift); the bundle runs
 CFG with `beta`. `CycleConfig.labels` (advantage.LabelConfig) holds the other
 estimators, thresholds and values (ensemble, warm start, shared across stores);
 every round reports its label quality (label_quality.py) in its metrics.
+With `chunk_critic`, each stage also trains a chunk critic Q(o, chunk) on the same
+rows and returns (models/critic.py) and ships it as the bundle's value.onnx, for
+value-guided execution on the robot (parity-checked at export like the policy).
 improve = `round_data` (rows + labels) then `train_round`, split so that
 baselines (baselines.py) reuse a round's labels instead of retraining values.
 
@@ -57,6 +60,7 @@ from robot_runtime.improvement_loop.training.train import (
     TrainConfig,
     input_spec,
     predict_values,
+    train_chunk_critic,
     train_policy,
     train_value,
 )
@@ -80,6 +84,7 @@ class CycleConfig:
     beta: float = 1.0                   # CFG weight of the round bundles (1 = plain positive conditioning)
     denoising_steps: int = 10
     realtime_chunking: bool = True      # bundles take the committed prefix (see models.policy.VLAPolicy.sample)
+    chunk_critic: bool = False          # train Q(o, chunk) with cfg.value's sizes; bundles carry it as value.onnx
 
 
 @dataclass
@@ -136,8 +141,9 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike,
         # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
         "value_explained_variance_in_sample": explained_variance(returns, predict_values(value, tensors)),
     }
+    critic = stage_critic(tensors, returns, spec, cfg, out, metrics)
     return finish_stage(out, work_dir, data, stats, policy, [value], tensors.task_table.numpy(), "none", 0, "",
-                        metrics, start, cfg)
+                        metrics, start, cfg, critic)
 
 
 @dataclass
@@ -244,8 +250,20 @@ def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = C
     policy, policy_metrics = train_policy(rd.tensors, rd.labels.indicators, policy.spec, cfg.policy, init=policy,
                                           log_dir=out / "tb", extra_scalars=scalars, resume_dir=out / TRAINING_STATE)
     metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
+    critic = stage_critic(rd.tensors, _returns(rd.data, cfg), policy.spec, cfg, out, metrics)
     return finish_stage(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
-                        "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg)
+                        "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg, critic)
+
+
+def stage_critic(tensors: Tensors, returns: np.ndarray, spec, cfg: CycleConfig, out: Path, metrics: dict):
+    """The stage's chunk critic when `cfg.chunk_critic` (else None), trained after the policy on its rows;
+    its training figures go to `metrics['critic']`."""
+    if not cfg.chunk_critic:
+        return None
+    critic, critic_metrics = train_chunk_critic(tensors, returns, spec, cfg.value, log_dir=out / "tb",
+                                                resume_dir=out / TRAINING_STATE)
+    metrics["critic"] = critic_metrics
+    return critic
 
 
 def _embed(work_dir: str | os.PathLike, tasks: list[str]) -> np.ndarray:
@@ -279,8 +297,9 @@ def data_metrics(data: Dataset) -> dict:
 
 def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, values: list, task_table: np.ndarray,
                  mode: str, round_index: int, parent_version: str, metrics: dict, start: float,
-                 cfg: CycleConfig) -> CycleResult:
-    """Save the checkpoints, export the bundle, write result.json: rank 0 does; the other ranks read its result."""
+                 cfg: CycleConfig, critic=None) -> CycleResult:
+    """Save the checkpoints, export the bundle (with value.onnx from `critic`, a ChunkCritic, if given),
+    write result.json: rank 0 does; the other ranks read its result."""
     if not world().is_main:
         barrier()
         return CycleResult.load(out / "result.json")
@@ -291,6 +310,8 @@ def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, value
     policy_path = save_checkpoint(out / "policy.safetensors", policy, info)
     names = ["value.safetensors"] if len(values) == 1 else [f"value_fold{k}.safetensors" for k in range(len(values))]
     value_paths = [str(save_checkpoint(out / name, value, info)) for name, value in zip(names, values)]
+    if critic is not None:
+        metrics["critic_checkpoint"] = str(save_checkpoint(out / "critic.safetensors", critic, info))
     low, high = data.action_bounds()
     metrics["train_seconds"] = round(time.perf_counter() - start, 2)
     manifest = Manifest(
@@ -308,7 +329,7 @@ def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, value
         calibration=data.calibration,
     )
     bundle = export_bundle(policy, task_table, manifest, Path(work_dir) / "bundles" / f"{cfg.model_id}-{version}",
-                           cfg.export)
+                           cfg.export, critic)
     metrics.update(parity_max_abs_error=manifest.training["parity_max_abs_error"],
                    wall_seconds=round(time.perf_counter() - start, 2))
     result = CycleResult("pretrain" if round_index == 0 else "round", round_index, version, str(bundle.path),

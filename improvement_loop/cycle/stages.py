@@ -27,6 +27,7 @@ from robot_runtime.improvement_loop.cycle.rounds import (
     load_round,
     result_path,
     shared_value_rows,
+    stage_critic,
     stage_dir,
     value_inits,
 )
@@ -109,15 +110,16 @@ def _policy(store, work, pretrained, cfg, round_index, done) -> None:
 
 
 def _export(store, work, pretrained, cfg, round_index, done) -> None:
-    data, stats, tensors, _ = load_round(store, work, pretrained, cfg)
+    data, stats, tensors, returns = load_round(store, work, pretrained, cfg)
     read = {step: json.loads(done_path(work, round_index, step).read_text()) for step in STEPS[:3]}
     policy, _ = load_checkpoint(read["policy"]["checkpoint"], "policy")
     values = [load_checkpoint(path, "value")[0] for path in read["value"]["checkpoints"]]
     metrics = {**data_metrics(data), **read["value"]["metrics"], **read["advantages"]["metrics"],
                "policy": read["policy"]["metrics"]}
     seconds = read["value"]["seconds"] + read["policy"]["seconds"]
+    critic = stage_critic(tensors, returns, policy.spec, cfg, stage_dir(work, round_index), metrics)
     finish_stage(stage_dir(work, round_index), work, data, stats, policy, values, tensors.task_table.numpy(),
-                 "advantage", round_index, pretrained.version, metrics, time.perf_counter() - seconds, cfg)
+                 "advantage", round_index, pretrained.version, metrics, time.perf_counter() - seconds, cfg, critic)
 
 
 _STEPS = {"value": _value, "advantages": _advantages, "policy": _policy, "export": _export}

@@ -16,16 +16,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from robot_runtime.files import replace_atomically
+from robot_runtime.improvement_loop.models.critic import ChunkCritic
 from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.models.policy import VLAPolicy
 from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
 
 # kind -> (what it is, how to build a fresh one from spec and config); a value network's
 # NetConfig.critic picks the critic, so a TQL V_pre comes back as a TQL critic.
-KINDS = {"policy": (VLAPolicy, VLAPolicy), "value": (DistributionalValue, value_network)}
+KINDS = {"policy": (VLAPolicy, VLAPolicy), "value": (DistributionalValue, value_network),
+         "critic": (ChunkCritic, ChunkCritic)}
 
 
-def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | DistributionalValue, info: dict) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: VLAPolicy | DistributionalValue | ChunkCritic, info: dict) -> Path:
     """Write `model`'s weights plus its spec/config and the JSON-able `info` to `path`."""
     path = Path(path)
     kind = next(name for name, (cls, _) in KINDS.items() if isinstance(model, cls))

@@ -11,7 +11,10 @@ Parity: the same random inputs go through torch and ONNX Runtime (CPU EP), both
 fed by input name (positions could pair a tensor with the wrong input); the max
 abs difference of the output (normalized action units) is recorded in the
 manifest's `training` dict and the export fails above the tolerance.
-Measured ~1e-6 for the default network; the tolerance is 1e-4.
+Measured ~1e-6 for the default network; the tolerance is 1e-4. A chunk critic
+(models/critic.py), when given, is exported beside it as value.onnx with the
+signature of `manifest.value_inputs()` and checked the same way (its output is a
+normalized return in [-1, 0]; `value_parity_max_abs_error` in `training`).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_runtime.bundle import BATCH, POLICY_FILE, Bundle, Manifest, write_bundle
+from robot_runtime.bundle import BATCH, POLICY_FILE, VALUE_FILE, Bundle, GraphTensor, Manifest, write_bundle
+from robot_runtime.improvement_loop.models.critic import ChunkCritic, CriticGraph
 from robot_runtime.improvement_loop.models.policy import PolicyGraph, VLAPolicy
 
 
@@ -41,12 +45,12 @@ class ExportConfig:
 
 
 def example_inputs(manifest: Manifest, batch: int, rng: np.random.Generator,
-                   beta: float | None = None) -> dict[str, np.ndarray]:
-    """Random inputs, by name, for every input of `manifest.graph_inputs()` (what export traces and
-    parity feeds): images 0..255, task indices into `tasks`, prefix weights in [0, 1], the scalar
-    beta (default `manifest.beta`), and normals for state, noise and prefix."""
+                   beta: float | None = None, tensors: tuple[GraphTensor, ...] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs, by name, for every input of `tensors` (default `manifest.graph_inputs()`: what
+    export traces and parity feeds): images 0..255, task indices into `tasks`, prefix weights in [0, 1],
+    the scalar beta (default `manifest.beta`), and normals for state, noise, prefix and actions."""
     inputs = {}
-    for t in manifest.graph_inputs():
+    for t in manifest.graph_inputs() if tensors is None else tensors:
         shape = t.shape_for(batch)
         if t.camera:
             inputs[t.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
@@ -93,7 +97,21 @@ def export_onnx(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray, p
     return graph
 
 
-def parity_error(graph: PolicyGraph, path: Path, inputs: dict[str, np.ndarray]) -> float:
+def export_critic(critic: ChunkCritic, manifest: Manifest, task_table: np.ndarray, path: Path,
+                  cfg: ExportConfig) -> CriticGraph:
+    """Trace the chunk critic into `path` (value.onnx) with the signature `manifest.value_inputs()` defines."""
+    graph = CriticGraph(critic, torch.as_tensor(task_table), manifest).eval()
+    example = example_inputs(manifest, 2, np.random.default_rng(cfg.seed), tensors=manifest.value_inputs())
+    dynamic = {t.name: {0: "batch"} for t in manifest.value_inputs() + manifest.value_outputs()}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(graph, tuple(torch.from_numpy(example[n]) for n in graph.input_names), str(path),
+                          dynamo=False, opset_version=cfg.opset, input_names=list(graph.input_names),
+                          output_names=[t.name for t in manifest.value_outputs()], dynamic_axes=dynamic)
+    return graph
+
+
+def parity_error(graph: PolicyGraph | CriticGraph, path: Path, inputs: dict[str, np.ndarray]) -> float:
     """Max abs difference between torch and ONNX Runtime (CPU EP), both fed `inputs` by name."""
     import onnxruntime as ort
 
@@ -107,8 +125,9 @@ def parity_error(graph: PolicyGraph, path: Path, inputs: dict[str, np.ndarray]) 
 
 
 def export_bundle(policy: VLAPolicy, task_table: np.ndarray, manifest: Manifest, bundle_dir: str | Path,
-                  cfg: ExportConfig = ExportConfig()) -> Bundle:
-    """Export, check parity, and write the bundle at `bundle_dir` (must not exist yet).
+                  cfg: ExportConfig = ExportConfig(), critic: ChunkCritic | None = None) -> Bundle:
+    """Export, check parity, and write the bundle at `bundle_dir` (must not exist yet); with `critic`,
+    value.onnx too.
 
     `manifest` is complete except `files`; its `training` dict gains the parity
     error, tolerance and export seconds. Raises ExportError when the graph and
@@ -125,6 +144,18 @@ def export_bundle(policy: VLAPolicy, task_table: np.ndarray, manifest: Manifest,
         if not error <= cfg.parity_tolerance:
             raise ExportError(f"{onnx_path.name} of '{manifest.model_id}@{manifest.version}': ONNX Runtime differs "
                               f"from torch by {error:.3g} (> tolerance {cfg.parity_tolerance:g} normalized units)")
+        files = {POLICY_FILE: onnx_path}
+        if critic is not None:
+            critic.eval()
+            files[VALUE_FILE] = Path(tmp) / VALUE_FILE
+            graph = export_critic(critic, manifest, task_table, files[VALUE_FILE], cfg)
+            inputs = example_inputs(manifest, cfg.parity_batch, np.random.default_rng(cfg.seed + 2),
+                                    tensors=manifest.value_inputs())
+            value_error = parity_error(graph, files[VALUE_FILE], inputs)
+            if not value_error <= cfg.parity_tolerance:
+                raise ExportError(f"{VALUE_FILE} of '{manifest.model_id}@{manifest.version}': ONNX Runtime differs "
+                                  f"from torch by {value_error:.3g} (> tolerance {cfg.parity_tolerance:g})")
+            manifest.training.update(value_parity_max_abs_error=value_error)
         manifest.training.update(parity_max_abs_error=error, parity_tolerance=cfg.parity_tolerance,
                                  export_seconds=round(time.perf_counter() - start, 2))
-        return write_bundle(bundle_dir, manifest, {POLICY_FILE: onnx_path})
+        return write_bundle(bundle_dir, manifest, files)

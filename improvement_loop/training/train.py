@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from robot_runtime.episode import EpisodeLayout
 from robot_runtime.improvement_loop.data.batches import Tensors, model_inputs
+from robot_runtime.improvement_loop.models.critic import ChunkCritic
 from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.models.policy import VLAPolicy
 from robot_runtime.improvement_loop.models.value import DistributionalValue, value_network
@@ -222,6 +223,22 @@ def train_value(t: Tensors, returns: np.ndarray, spec: InputSpec, cfg: TrainConf
         return (*model_inputs(t, index, rng, cfg.image_shift), targets[index])
 
     return model, _fit(model, cfg, name, batch, model.loss, log_dir, extra_scalars or {}, resume_dir)
+
+
+def train_chunk_critic(t: Tensors, returns: np.ndarray, spec: InputSpec, cfg: TrainConfig,
+                       log_dir: str | Path | None = None, resume_dir: str | Path | None = None
+                       ) -> tuple[ChunkCritic, dict]:
+    """Q(o_t, chunk_t) on the binned normalized MC `returns` [N] of the chunk's first step, the chunk
+    being the one the data executed (models/critic.py); fresh weights, the value's sizes and budget."""
+    model = _fresh(ChunkCritic, spec, cfg)
+    targets = torch.from_numpy(to_bins(returns))
+
+    def batch(rng: np.random.Generator) -> tuple:
+        index = rng.integers(0, len(t), size=cfg.batch_size)
+        return (*model_inputs(t, index, rng, cfg.image_shift), torch.from_numpy(t.action_chunk[index]),
+                torch.from_numpy(t.chunk_mask[index]), targets[index])
+
+    return model, _fit(model, cfg, "critic", batch, model.loss, log_dir, {}, resume_dir)
 
 
 def train_policy(t: Tensors, indicators: np.ndarray | None, spec: InputSpec, cfg: PolicyTrainConfig,
