@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import ipaddress
+import math
 import os
 import sqlite3
 import sys
@@ -77,6 +78,17 @@ class TokenGate:
         await response(scope, receive, send)
 
 
+def finite(value):
+    """`value` with NaN and infinities as null: JSON has no such numbers (a failed parity check can record one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def make_app(catalog: str | Path, store: str | Path | None = None, token: str | None = None,
              online_window_s: float = 300.0, days: int = 14) -> Starlette:
     """The page for the catalog database `catalog`; episodes from `store` (default: the catalog's directory,
@@ -101,7 +113,7 @@ def make_app(catalog: str | Path, store: str | Path | None = None, token: str | 
 
     def api_status(request: Request) -> Response:
         try:
-            return JSONResponse(status())
+            return JSONResponse(finite(status()))
         except (PageError, sqlite3.Error) as err:
             return unavailable(err)
 

@@ -2,6 +2,7 @@
 address that must never reach the store, the token, read-only access to a catalog that others keep writing."""
 import http.client
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -110,6 +111,22 @@ def test_a_fresh_catalog_without_daemon_or_releases_still_renders(tmp_path):
         status, body, _ = get(server, "/")
         assert status == 200 and "no daemon has run on this catalog yet" in body and "none yet" in body
         assert json.loads(get(server, "/api/status")[1])["daemon"] is None
+    finally:
+        server.stop()
+
+
+def test_a_decision_that_recorded_nan_is_shown_and_is_null_in_the_json(tmp_path):
+    conn = records.connect(tmp_path / "catalog.sqlite")
+    cycle = records.new_cycle(conn, "cfg", "m@1", tmp_path / "work")
+    records.record_decision(conn, cycle.id, "gate", False, {"offline": {"ok": False, "max_parity_error": math.nan}},
+                            "offline checks failed: NaN actions")
+    conn.close()
+    server = PageServer(tmp_path / "catalog.sqlite")
+    try:
+        status, body, _ = get(server, "/api/status")
+        assert status == 200 and json.loads(body)["decisions"][0]["numbers"]["offline"]["max_parity_error"] is None
+        status, body, _ = get(server, "/")
+        assert status == 200 and "offline.max_parity_error: nan" in body and "NaN actions" in body
     finally:
         server.stop()
 
