@@ -60,10 +60,14 @@ def detect_files(files: list[Path], detector: BoardDetector, say: Callable[[str]
     return found
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)  # live feedback reaches a piped or logged terminal as it happens
+
+
 class ViewCollector:
     """Picks calibration views out of a stream of frames until there are enough and the coverage is complete."""
 
-    def __init__(self, detector: BoardDetector, views: int, say: Callable[[str], None] = print):
+    def __init__(self, detector: BoardDetector, views: int, say: Callable[[str], None] = _say):
         self.detector, self.views_wanted, self.say = detector, views, say
         self.views: list[Detection] = []
         self.coverage: Coverage | None = None
