@@ -27,6 +27,11 @@ everything else to the bundle's limits, rate and workspace. Setting
 parameter if it is bad), then loads and warms it in the background and swaps
 it in at a chunk boundary; if it misbehaves the previous one takes over again.
 
+Value guidance (`value_guided`, `value_candidates` K, `value_fallback`): each inference samples K
+chunks in one batched engine call and the bundle's chunk critic (value.onnx) picks the one to
+execute; a bundle without a critic runs the policy alone with a warning, or is refused with
+`value_fallback: refuse` (robot_runtime.runtime.guidance).
+
 The background load shares the interpreter with the control path, and two of
 its steps hold the GIL for milliseconds (parsing the ONNX graph, ONNX Runtime's
 session constructor: ~20 ms for the reference policy). Each starts right after
@@ -56,12 +61,14 @@ from robot_runtime.nodes import diagnostics, images, ros_io
 from robot_runtime.nodes.parameters import INT_MAX, apply_realtime, declare, declare_safety, safety_filter
 from robot_runtime.runtime.engines.base import EngineError
 from robot_runtime.runtime.executor import PolicyExecutor, SwapError
+from robot_runtime.runtime.guidance import FALLBACKS, MAX_CANDIDATES, GuidanceError, ValueGuidance
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
 from robot_runtime.runtime.realtime import normal_priority
 from robot_runtime.runtime.safety import SafetyFilter
 from robot_runtime.runtime.sync import ObservationSync
 
-LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError, CalibrationError)
+LOAD_ERRORS = (BundleError, EngineError, PolicyOutputError, PolicyInputError, SwapError, CalibrationError,
+               GuidanceError)
 
 
 class PolicyNode(LifecycleNode):
@@ -76,6 +83,14 @@ class PolicyNode(LifecycleNode):
         self.threads = declare(self, "threads", 1, "engine threads", read_only=True, low=1, high=256)
         self.seed = declare(self, "seed", 0, "seed of the flow-matching noise", read_only=True, low=0, high=INT_MAX)
         declare(self, "beta", -1.0, "CFG guidance; < 0 uses the bundle's default", low=-1.0, high=100.0)
+        self.guidance = ValueGuidance(
+            declare(self, "value_guided", False, "execute the best of value_candidates sampled chunks as ranked by "
+                                                 "the bundle's chunk critic (value.onnx)", read_only=True),
+            declare(self, "value_candidates", 8, "K, candidate chunks per inference under value guidance (one "
+                                                 "batched engine call)", read_only=True, low=1, high=MAX_CANDIDATES),
+            declare(self, "value_fallback", "policy", "under value guidance, a bundle without value.onnx: run the "
+                                                      "policy alone (with a warning) or refuse the bundle",
+                    read_only=True, choices=FALLBACKS))
         declare(self, "execution_horizon", 0, "actions executed per chunk before the next; 0 = half the chunk",
                 low=0, high=10_000)
         declare(self, "blend_steps", 2, "ticks over which a new chunk takes over from the old plan", low=0, high=10_000)
@@ -198,8 +213,11 @@ class PolicyNode(LifecycleNode):
     # -- bundles ----------------------------------------------------------------------------
     def _load_runner(self, path: str | Bundle) -> PolicyRunner:
         beta = self.get_parameter("beta").value
-        return PolicyRunner.load(path, self.engine_kind, self.threads, beta if beta >= 0 else None, self.seed,
-                                 fp16=self.fp16, cache_dir=self.engine_cache_dir or None)
+        runner = PolicyRunner.load(path, self.engine_kind, self.threads, beta if beta >= 0 else None, self.seed,
+                                   fp16=self.fp16, cache_dir=self.engine_cache_dir or None, guidance=self.guidance)
+        if runner.guidance_note:
+            self.get_logger().warning(runner.guidance_note)
+        return runner
 
     def _check_cameras(self, bundle: Bundle) -> CameraCheck:
         """This robot's calibration against the bundle's record; CalibrationError with every refusal."""
