@@ -4,6 +4,8 @@
   robot-runtime-calibrate intrinsics --camera wrist --topic camera/wrist/image_raw --file ...   (live)
   robot-runtime-calibrate hand-eye --camera wrist --mode eye-in-hand --images arm_shots/ --poses poses.yaml \\
       --parent-frame tool0 --file calibration/robot.yaml
+  robot-runtime-calibrate hand-eye --camera wrist --mode eye-in-hand --episode episodes/ep-0042 \\
+      --pose-state tool_x,tool_y,tool_z,tool_qx,tool_qy,tool_qz,tool_qw --parent-frame tool0 --file ...
   robot-runtime-calibrate check --camera wrist --images after_service/ --file calibration/robot.yaml
 
 Board options (--squares-x ... --dictionary) describe the printed board; measure its
@@ -22,23 +24,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from robot_runtime.calibration import drift, hand_eye
+from robot_runtime.calibration import drift, hand_eye, poses
 from robot_runtime.calibration.board import BoardDetector, BoardError, BoardSpec
 from robot_runtime.calibration.cameras import (
     CalibrationError,
     CameraCalibration,
     load_calibration,
-    rotation_from_xyzw,
     update_camera,
     xyzw_from_rotation,
 )
 from robot_runtime.calibration.intrinsics import IntrinsicsError, board_pose, calibrate
 from robot_runtime.calibration.views import ViewCollector, ViewsError, detect_files, image_files
+from robot_runtime.episode import EpisodeError
 from robot_runtime.files import UnsafeNameError, check_name
 
-ERRORS = (CalibrationError, BoardError, IntrinsicsError, hand_eye.HandEyeError, ViewsError, UnsafeNameError)
+ERRORS = (CalibrationError, BoardError, IntrinsicsError, hand_eye.HandEyeError, ViewsError, UnsafeNameError,
+          EpisodeError)
 LiveSource = Callable[[str, ViewCollector, float], None]  # (topic, collector, timeout_s): feeds frames until done
 
 
@@ -68,10 +70,15 @@ def parser() -> argparse.ArgumentParser:
     he = _command(sub, "hand-eye", run_hand_eye, "where the camera is mounted, from robot poses and board views")
     he.add_argument("--mode", required=True, choices=hand_eye.MODES,
                     help="eye-in-hand: camera on the gripper, board fixed; eye-to-hand: camera fixed, board held")
-    he.add_argument("--images", required=True, help="a folder of pictures or a glob pattern")
-    he.add_argument("--poses", required=True, type=Path,
+    he.add_argument("--images", help="a folder of pictures or a glob pattern (with --poses)")
+    he.add_argument("--poses", type=Path,
                     help="YAML/JSON: poses: {<picture file name>: 4x4 gripper-in-base matrix, or "
                          "{translation: [x, y, z], rotation_xyzw: [x, y, z, w]}}, metres")
+    he.add_argument("--episode", help="instead: STORE/EPISODE_ID, an episode that recorded the camera and the "
+                                      "gripper's pose in its state")
+    he.add_argument("--pose-state", help="with --episode: the state entries x,y,z,qx,qy,qz,qw of the gripper in "
+                                         "the base")
+    he.add_argument("--every", type=int, default=1, help="with --episode: use every n-th step")
     he.add_argument("--parent-frame", required=True,
                     help="the frame the mounting is in: the gripper link (eye-in-hand) or the base (eye-to-hand)")
     ck = _command(sub, "check", run_check, "drift of the camera against its stored calibration (writes nothing)")
@@ -152,28 +159,32 @@ def run_intrinsics(args, live: LiveSource | None) -> int:
 
 def run_hand_eye(args, live) -> int:
     camera = _stored(args)
-    poses = read_poses(args.poses)
-    files = image_files(args.images)
-    by_name = {f.name: f for f in files}
-    unknown = sorted(set(poses) - set(by_name))
-    if unknown:
-        raise ViewsError(f"{args.poses}: poses for pictures not among {args.images}: {unknown[:5]}")
-    missing = sorted(set(by_name) - set(poses))
-    if missing:
-        raise ViewsError(f"{args.poses}: no pose for the picture(s) {missing[:5]}; every picture needs the robot "
-                         "pose it was taken at")
-    found = detect_files(files, _detector(args))
+    check_name(args.parent_frame, "parent frame")
+    if args.episode:
+        if not args.pose_state:
+            raise ViewsError("--episode needs --pose-state: the 7 state entries holding the gripper's pose")
+        store, _, episode_id = args.episode.rpartition("/")
+        views = poses.episode_views(Path(store or "."), episode_id, args.camera, args.pose_state.split(","),
+                                    args.every)
+    elif args.images and args.poses:
+        views = poses.file_views(args.images, args.poses)
+    else:
+        raise ViewsError("hand-eye needs --images and --poses, or --episode STORE/EPISODE_ID and --pose-state")
     k = np.array(camera.camera_matrix).reshape(3, 3)
     dist = np.array(camera.distortion_coefficients)
-    sizes = {d.image_size for d in found.values()}
-    if sizes - {(camera.width, camera.height)}:
-        raise ViewsError(f"the pictures are {sorted(sizes)} but {args.camera} is calibrated at "
-                         f"{camera.width}x{camera.height}")
-    robot = [poses[path.name] for path in found]
-    boards = [board_pose(d, k, dist) for d in found.values()]
+    detector, robot, boards = _detector(args), [], []
+    for where, image, pose in views:
+        if image.shape[:2] != (camera.height, camera.width):
+            raise ViewsError(f"{where}: the picture is {image.shape[1]}x{image.shape[0]} but {args.camera} is "
+                             f"calibrated at {camera.width}x{camera.height}")
+        detection = detector.detect(image)
+        if detection is None:
+            print(f"{where}: board not found (too few corners in view); skipped")
+            continue
+        robot.append(pose)
+        boards.append(board_pose(detection, k, dist))
     result = hand_eye.solve(robot, boards, args.mode)
     rotation = xyzw_from_rotation(result.mounting[:3, :3])
-    check_name(args.parent_frame, "parent frame")
     update_camera(args.file, args.camera, replace(camera, parent_frame=args.parent_frame,
                                                   translation=[float(v) for v in result.mounting[:3, 3]],
                                                   rotation_xyzw=rotation))
@@ -198,32 +209,6 @@ def run_check(args, live) -> int:
         return 1
     print(f"{args.camera}: within tolerance")
     return 0
-
-
-def read_poses(path: Path) -> dict[str, np.ndarray]:
-    """Picture file name -> gripper-in-base 4x4, from a poses YAML/JSON file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-        entries = data["poses"]
-        poses = {str(name): _pose(value) for name, value in entries.items()}
-    except FileNotFoundError:
-        raise ViewsError(f"{path}: no such poses file") from None
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError, UnicodeDecodeError) as err:
-        raise ViewsError(f"{path}: not a poses file (poses: {{<picture>: 4x4 matrix or {{translation, "
-                         f"rotation_xyzw}}}}): {type(err).__name__}: {err}") from None
-    return poses
-
-
-def _pose(value) -> np.ndarray:
-    if isinstance(value, dict):
-        pose = np.eye(4)
-        quat = np.asarray(value["rotation_xyzw"], dtype=np.float64)
-        if quat.shape != (4,) or not np.all(np.isfinite(quat)) or abs(np.linalg.norm(quat) - 1) > 1e-3:
-            raise ValueError(f"rotation_xyzw {value['rotation_xyzw']} is not a unit quaternion")
-        pose[:3, :3] = rotation_from_xyzw(quat)
-        pose[:3, 3] = np.asarray(value["translation"], dtype=np.float64).reshape(3)
-        return pose
-    return np.asarray(value, dtype=np.float64).reshape(4, 4)
 
 
 if __name__ == "__main__":

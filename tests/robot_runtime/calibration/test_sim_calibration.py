@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from robot_runtime.calibration import cli
-from robot_runtime.calibration.cameras import load_calibration, rotation_from_xyzw
+from robot_runtime.calibration.cameras import load_calibration, rotation_from_xyzw, xyzw_from_rotation
+from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
 
 CAMERA = "wrist"
 
@@ -86,3 +87,33 @@ def test_check_passes_the_same_camera_and_flags_a_refocused_one(calibrated, tmp_
     assert cli.main(["check", "--camera", CAMERA, "--images", str(zoomed.folder), "--file", str(path)]) == 1
     out = capsys.readouterr().out
     assert "DRIFT: wrist" in out and "focal length changed by +3." in out
+
+
+def test_hand_eye_from_poses_recorded_in_an_episode(calibrated, tmp_path):
+    """The robot recorded the camera and the gripper's pose (position + quaternion in its state) while it moved."""
+    _, path = calibrated
+    file = tmp_path / "robot.yaml"
+    file.write_text(path.read_text())
+    views = board_views.hand_eye_views(tmp_path / "shots", "eye-in-hand")
+    names = ("tool_x", "tool_y", "tool_z", "tool_qx", "tool_qy", "tool_qz", "tool_qw")
+    layout = EpisodeLayout({CAMERA: (board_views.HEIGHT, board_views.WIDTH)}, names, ("stay",))
+    writer = EpisodeStore(tmp_path / "store").writer(layout, EpisodeMetadata(task="calibrate", robot_id="r1",
+                                                                             control_rate_hz=5.0, episode_id="calib"))
+    for t, picture in enumerate(views.files):
+        pose = views.robot_poses[picture.name]
+        state = np.array([*pose[:3, 3], *xyzw_from_rotation(pose[:3, :3])], np.float32)
+        image = cv2.cvtColor(cv2.imread(str(picture)), cv2.COLOR_BGR2RGB)
+        writer.append(Step(0.2 * t, {CAMERA: image}, state, np.zeros(1, np.float32)))
+    writer.commit("success")
+    assert cli.main(["hand-eye", "--camera", CAMERA, "--mode", "eye-in-hand", "--episode",
+                     f"{tmp_path / 'store'}/calib", "--pose-state", ",".join(names), "--parent-frame", "tool0",
+                     "--file", str(file)]) == 0
+    camera = load_calibration(file)[CAMERA]
+    assert np.linalg.norm(np.array(camera.translation) - board_views.MOUNTING[:3, 3]) < 0.002  # float32 state
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["hand-eye", "--camera", CAMERA])  # --mode and the rest are required
+    assert cli.main(["hand-eye", "--camera", CAMERA, "--mode", "eye-in-hand", "--episode", f"{tmp_path}/../x",
+                     "--pose-state", ",".join(names), "--parent-frame", "tool0", "--file", str(file)]) == 2
+    assert cli.main(["hand-eye", "--camera", CAMERA, "--mode", "eye-in-hand", "--episode",
+                     f"{tmp_path / 'store'}/calib", "--pose-state", "a,b,c,d,e,f,g", "--parent-frame", "tool0",
+                     "--file", str(file)]) == 2
