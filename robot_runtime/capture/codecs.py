@@ -75,7 +75,14 @@ class CameraCodec:
             from zarr.codecs import BloscCodec
 
             return {"compressors": BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")}
-        codec = JpegCodec(self.quality) if self.name == "jpeg" else VideoCodec(self.name, self.quality)
+        # Load the codec's libraries now (seconds on a busy robot), not in the middle of the first chunk.
+        if self.name == "jpeg":
+            import imagecodecs  # noqa: F401
+            codec = JpegCodec(self.quality)
+        else:
+            import av  # noqa: F401
+            import cv2  # noqa: F401
+            codec = VideoCodec(self.name, self.quality)
         return {"serializer": codec, "compressors": None}
 
 

@@ -7,13 +7,16 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from robot_runtime.episode import EpisodeStore
 
-from crash_writer import LAYOUT, episode_steps
+from codec_cases import CASES, IDS, assert_frames_match
+from crash_writer import CHUNK, LAYOUT, episode_steps
 from repo import SUPPORT as HERE
 
-TRIALS = 20
+TRIALS = {"lossless": 20}  # the lossy codecs' kills find the same write path: fewer each
+LOSSY_TRIALS = 8
 
 
 def assert_matches_sent(ep, run: int, k: int) -> None:
@@ -25,7 +28,7 @@ def assert_matches_sent(ep, run: int, k: int) -> None:
         assert 0 < ep.steps <= len(sent) and ep.outcome == "unlabeled"  # its end was never recorded
     sent = sent[:ep.steps]
     for cam in LAYOUT.cameras:
-        np.testing.assert_array_equal(ep.images(cam), np.stack([s.images[cam] for s in sent]))
+        assert_frames_match(ep.images(cam), np.stack([s.images[cam] for s in sent]), ep.codecs[cam], CHUNK)
     np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in sent]))
     np.testing.assert_array_equal(ep.array("action"), np.stack([s.action for s in sent]))
     np.testing.assert_array_equal(ep.array("policy_action"), np.stack([s.policy_action for s in sent]))
@@ -33,15 +36,19 @@ def assert_matches_sent(ep, run: int, k: int) -> None:
     np.testing.assert_array_equal(ep.array("timestamp"), [s.timestamp for s in sent])
 
 
-def test_kill_minus_nine_never_loses_or_corrupts_committed_episodes(tmp_path):
+@pytest.mark.parametrize("codec", CASES, ids=IDS)
+def test_kill_minus_nine_never_loses_or_corrupts_committed_episodes(tmp_path, codec):
+    trials = TRIALS.get(codec.name, LOSSY_TRIALS)
     store_root = tmp_path / "store"
     rng = np.random.default_rng(1234)
     committed_before: dict[str, float] = {}
     outcomes = {"salvaged": 0, "quarantined": 0, "completed": 0}
-    for run in range(TRIALS):
-        child = subprocess.Popen([sys.executable, str(HERE / "crash_writer.py"), str(store_root), str(run)],
-                                 cwd=HERE, stderr=subprocess.PIPE)
-        time.sleep(1.0 + rng.uniform(0.0, 1.5))  # ~1 s to start, then somewhere in the write path
+    for run in range(trials):
+        child = subprocess.Popen([sys.executable, str(HERE / "crash_writer.py"), str(store_root), str(run),
+                                  codec.name],
+                                 cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdout.readline() == b"writing\n", child.stderr.read().decode()[-2000:]
+        time.sleep(rng.uniform(0.2, 2.2))  # somewhere in the write path
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
@@ -58,8 +65,9 @@ def test_kill_minus_nine_never_loses_or_corrupts_committed_episodes(tmp_path):
             assert (store.episodes_dir / episode_id / "commit.json").stat().st_mtime == mtime
         for episode_id, ep in episodes.items():
             if episode_id not in committed_before:
+                assert ep.codecs == dict.fromkeys(LAYOUT.cameras, codec)
                 assert_matches_sent(ep, ep.meta["extra"]["run"], ep.meta["extra"]["k"])
                 committed_before[episode_id] = (store.episodes_dir / episode_id / "commit.json").stat().st_mtime
-    print(f"{TRIALS} kills: {len(committed_before)} episodes readable, {outcomes}")
-    assert len(committed_before) > TRIALS  # the writer made real progress between kills
-    assert outcomes["salvaged"] + outcomes["quarantined"] + outcomes["completed"] >= TRIALS // 2
+    print(f"{codec.name}: {trials} kills: {len(committed_before)} episodes readable, {outcomes}")
+    assert len(committed_before) > trials  # the writer made real progress between kills
+    assert outcomes["salvaged"] + outcomes["quarantined"] + outcomes["completed"] >= trials // 2
