@@ -192,6 +192,7 @@ def chromium() -> str | None:
 
 def browse(url: str, profile: Path, screenshot: Path | None = None, size=(1280, 2600)) -> str:
     """The DOM Debian's headless Chromium built from `url` (after redirects), optionally a screenshot too."""
+    # --no-sandbox: Chromium's sandbox refuses to start as root (CI runs as root); the page is our own.
     args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
             f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars"]
     if screenshot is not None:

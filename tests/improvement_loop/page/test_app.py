@@ -140,3 +140,18 @@ def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path, world
         done = subprocess.run([script, *args], capture_output=True, text=True, timeout=60,
                               env={"PATH": "/usr/bin:/bin"})
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_text_from_robots_is_escaped_never_markup(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    hostile = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    catalog.add(CatalogRow("arm-1-x", "arm-1", hostile, hostile, "success", None, 10, 1, 100, time.time(), time.time(),
+                           "0" * 64))
+    catalog.close()
+    server = PageServer(tmp_path / "catalog.sqlite")
+    try:
+        status, body, _ = get(server, "/")
+        assert status == 200 and "<script" not in body and "<img" not in body
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    finally:
+        server.stop()
