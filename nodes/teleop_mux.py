@@ -38,7 +38,7 @@ from std_srvs.srv import Trigger
 
 from robot_runtime.nodes import diagnostics, ros_io
 from robot_runtime.nodes.command_adapters import ADAPTERS, CommandAdapter
-from robot_runtime.nodes.parameters import declare, declare_safety, safety_filter
+from robot_runtime.nodes.parameters import apply_realtime, declare, declare_safety, safety_filter
 from robot_runtime.runtime.safety import EStop, SafetyFilter
 from robot_runtime.teleop.arbiter import HOLD, OPERATOR, POLICY, TeleopArbiter
 
@@ -46,6 +46,7 @@ from robot_runtime.teleop.arbiter import HOLD, OPERATOR, POLICY, TeleopArbiter
 class TeleopMuxNode(LifecycleNode):
     def __init__(self):
         super().__init__("teleop_mux")
+        apply_realtime(self)  # the safety gate forwards every command: it must not wait behind busy processes
         timeout = declare(self, "deadman_timeout", 0.25, "seconds an engage signal stays valid", read_only=True,
                           low=0.01, high=10.0)
         self.action_names = declare(self, "action_names", [""], "command entries, in order", read_only=True)
