@@ -17,8 +17,10 @@ def config(beta=1.0):
     return CycleConfig(model_id="tiny", value=value, policy=policy, beta=beta)
 
 
-def write_episode(store, index, outcome, steps=20, stage="demo", layout=LAYOUT, interventions=False):
-    """A point moving toward a goal; the camera sees a bright square at the point."""
+def write_episode(store, index, outcome, steps=20, stage="demo", layout=LAYOUT, interventions=False,
+                  calibration: dict | None = None):
+    """A point moving toward a goal; the camera sees a bright square at the point. `calibration`: camera ->
+    its calibration as the recorder stores it (asdict of a CameraCalibration)."""
     rng = np.random.default_rng(index)
     meta = EpisodeMetadata(task=TASKS[index % 2], robot_id="sim", control_rate_hz=10.0, episode_id=f"ep{index:03d}",
                            policy_version="" if stage == "demo" else "r0", extra={"stage": stage})
@@ -34,7 +36,7 @@ def write_episode(store, index, outcome, steps=20, stage="demo", layout=LAYOUT, 
         writer.append(Step(t * 0.1, {"front": image} if layout.cameras else {}, np.concatenate([pos, goal]).astype(
             np.float32), action, intervention=interventions and t >= steps // 2))
         pos = pos + 0.04 * action[:2]
-    writer.commit(outcome)
+    writer.commit(outcome, extra={"calibration": calibration} if calibration else None)
 
 
 def scalars(log_dir) -> dict[str, float]:
