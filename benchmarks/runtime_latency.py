@@ -1,6 +1,7 @@
 """Runtime latency on this machine: the bare engine vs the policy node over DDS, and a hot swap.
 
     python benchmarks/runtime_latency.py --duration 600 --out benchmarks/results/runtime_latency
+    python benchmarks/runtime_latency.py --candidates 8 --duration 600 --out benchmarks/results/runtime_latency_k8
 
 Builds the reference policy (the product's VLA: two 96x96 cameras, 21 state
 entries, 10-step flow-matching head with CFG and real-time-chunking guidance
@@ -16,6 +17,12 @@ e2e_p99_ms (observation published -> command published, as the policy node
 stamps it; `roundtrip_*` adds the return hop), tick_jitter_p99_ms, tick_work_p50_ms
 (the node's own work per tick, the runtime overhead), deadline_misses, ticks,
 swap_missed_ticks, engine and model.
+
+`--candidates K` (K > 1) measures value-guided execution: the bundles also carry the
+product's chunk critic (models/critic.py, untrained) as value.onnx, policy_node runs with
+`value_guided` and `value_candidates: K`, and the engine figures are one batched policy call
+of K rows plus the critic's call on them (`policy_engine_*`, `critic_*` apart), which is
+what each inference then costs; the runtime overhead stays the node's own per-tick work.
 """
 from __future__ import annotations
 
@@ -36,11 +43,13 @@ from robot_runtime.runtime.realtime import POLICIES
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def reference_bundle(path: Path, version: str, seed: int) -> Path:
-    """The product's VLA architecture with untrained weights, exported through the real exporter."""
+def reference_bundle(path: Path, version: str, seed: int, critic: bool = False) -> Path:
+    """The product's VLA architecture with untrained weights, exported through the real exporter
+    (with `critic`, the chunk critic too, as value.onnx)."""
     import torch
 
     from robot_runtime.bundle import Camera, Manifest, Normalization
+    from robot_runtime.improvement_loop.models.critic import ChunkCritic
     from robot_runtime.improvement_loop.models.export import export_bundle
     from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
     from robot_runtime.improvement_loop.models.policy import VLAPolicy
@@ -60,32 +69,48 @@ def reference_bundle(path: Path, version: str, seed: int) -> Path:
         normalization=Normalization([0.0] * s, [1.0] * s, [0.0] * a, [1.0] * a),
         conditioning_mode="advantage", beta=1.5, realtime_chunking=True)
     task_table = np.random.default_rng(seed).normal(size=(1, 384)).astype(np.float32)
-    return export_bundle(policy, task_table, manifest, path).path
+    chunk_critic = ChunkCritic(spec, NetConfig()) if critic else None
+    return export_bundle(policy, task_table, manifest, path, critic=chunk_critic).path
 
 
 def percentiles(values, *qs) -> list[float]:
     return [round(float(np.percentile(values, q)), 3) if len(values) else None for q in qs]
 
 
-def bench_engine(bundle_path: Path, seconds: float) -> dict:
+def bench_engine(bundle_path: Path, seconds: float, candidates: int = 1) -> dict:
+    """The bare engine calls of one inference: the policy graph at batch `candidates`, and with K > 1 the
+    critic's call on its output (engine_* is their sum per inference)."""
+    from robot_runtime.runtime.guidance import ValueGuidance
     from robot_runtime.runtime.policy import PolicyRunner
 
-    runner = PolicyRunner.load(bundle_path, "auto")
+    runner = PolicyRunner.load(bundle_path, "auto", guidance=ValueGuidance(candidates > 1, candidates))
     runner.select_task(runner.manifest.tasks[0])
-    feeds = {t.name: np.zeros(t.shape_for(1), t.dtype) for t in runner.manifest.graph_inputs()}
+    feeds = {t.name: np.zeros(t.shape_for(candidates), t.dtype) for t in runner.manifest.graph_inputs()}
     feeds["beta"] = np.array(1.5, np.float32)
-    times = []
+    observation = {t.name: feeds[t.name] for t in runner.manifest.value_inputs() if t.name in feeds}
+    total, policy, critic = [], [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         started = time.perf_counter()
-        runner.engine.run(feeds)
-        times.append((time.perf_counter() - started) * 1000)
-    p50, p99 = percentiles(times, 50, 99)
-    return {"engine": runner.engine.name, "engine_p50_ms": p50, "engine_p99_ms": p99, "engine_calls": len(times)}
+        actions = runner.engine.run(feeds)["actions"]
+        between = time.perf_counter()
+        if runner.critic is not None:
+            runner.critic.run({**observation, "actions": actions})
+        done = time.perf_counter()
+        total.append((done - started) * 1000)
+        policy.append((between - started) * 1000)
+        critic.append((done - between) * 1000)
+    p50, p99 = percentiles(total, 50, 99)
+    figures = {"engine": runner.engine.name, "engine_p50_ms": p50, "engine_p99_ms": p99, "engine_calls": len(total),
+               "candidates": runner.candidates}
+    if runner.critic is not None:
+        figures.update(zip(("policy_engine_p50_ms", "policy_engine_p99_ms"), percentiles(policy, 50, 99)))
+        figures.update(zip(("critic_p50_ms", "critic_p99_ms"), percentiles(critic, 50, 99)))
+    return figures
 
 
 def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_dir: Path,
-                  realtime: str = "off") -> dict:
+                  realtime: str = "off", candidates: int = 1) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
 
@@ -95,8 +120,9 @@ def bench_runtime(bundle: Path, second: Path, duration: float, rate: float, log_
     from robot_runtime.nodes.graph_client import GraphClient
     from robot_runtime.sim.metaworld_robot import STATE_NAMES, instruction_for
 
-    graph = GraphProcesses("sim", {"policy_node": {"bundle_path": str(bundle), "threads": 1, "realtime": realtime}},
-                           log_dir=log_dir, only=["policy_node"]).start()
+    params = {"bundle_path": str(bundle), "threads": 1, "realtime": realtime,
+              **({"value_guided": True, "value_candidates": candidates} if candidates > 1 else {})}
+    graph = GraphProcesses("sim", {"policy_node": params}, log_dir=log_dir, only=["policy_node"]).start()
     client = GraphClient("latency_bench")
     driver = driver_scheduling(realtime)
     node = client.node
@@ -196,17 +222,25 @@ def main(argv=None) -> None:
     parser.add_argument("--engine-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the runtime (cpu_load.py)")
+    parser.add_argument("--candidates", type=int, default=1,
+                        help="K > 1: value-guided execution, K chunks per inference ranked by the bundle's critic")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
                         help="policy_node's scheduling (its `realtime` parameter), and the driver's this script plays")
     args = parser.parse_args(argv)
+    from robot_runtime.runtime.guidance import MAX_CANDIDATES
+
+    if not 1 <= args.candidates <= MAX_CANDIDATES:
+        parser.error(f"--candidates must be from 1 to {MAX_CANDIDATES}, got {args.candidates}")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
         tmp = Path(tmp)
-        first = reference_bundle(tmp / "reference-a", "a", 0)
-        second = reference_bundle(tmp / "reference-b", "b", 1)
-        engine = bench_engine(first, args.engine_seconds)  # the bare engine, before any load
+        guided = args.candidates > 1
+        first = reference_bundle(tmp / "reference-a", "a", 0, guided)
+        second = reference_bundle(tmp / "reference-b", "b", 1, guided)
+        engine = bench_engine(first, args.engine_seconds, args.candidates)  # the bare engine, before any load
         with cpu_hogs(args.load):
-            runtime = bench_runtime(first, second, args.duration, args.rate, tmp / "logs", args.realtime)
+            runtime = bench_runtime(first, second, args.duration, args.rate, tmp / "logs", args.realtime,
+                                    args.candidates)
         results = {**engine, **runtime, "load": args.load, "realtime": args.realtime,
                    "load_average": os.getloadavg()[0]}
     results["targets"] = {
