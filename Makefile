@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE  # torch threads sleep instead of spinning (10-60x faster on a shared machine)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo lint test clean
+.PHONY: venv browser demo lint test clean
 
 $(STAMP): requirements/*.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m robot_runtime.improvement_loop.demo --out demo_output
 
+# The fleet page's tests drive Debian's headless Chromium; installed when missing and permitted
+# (root, Debian's registry reachable), else those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not installed: the fleet page's browser tests will skip"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint browser
 	$(PY) -m pytest -q tests
 
 clean:
