@@ -67,14 +67,30 @@ def _save(folder: Path, index: int, image: np.ndarray) -> Path:
     return path
 
 
-def intrinsic_views(folder: Path, count: int = 30, seed: int = 0, fovy: float = FOVY) -> Views:
+def distort(pinhole: np.ndarray, camera_matrix: np.ndarray, distortion) -> np.ndarray:
+    """What a lens with `distortion` (plumb_bob) would have taken of the scene in a pinhole picture (same K)."""
+    from robot_runtime.calibration.records import UNDISTORT_CRITERIA
+
+    height, width = pinhole.shape[:2]
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    points = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
+    ideal = cv2.undistortPoints(points, camera_matrix, np.asarray(distortion, dtype=np.float64), P=camera_matrix,
+                                criteria=UNDISTORT_CRITERIA).reshape(height, width, 2)
+    return cv2.remap(pinhole, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR)
+
+
+def intrinsic_views(folder: Path, count: int = 30, seed: int = 0, fovy: float = FOVY, distortion=None) -> Views:
+    """`distortion`: plumb_bob coefficients of a lens the pictures are bent through (None: a pinhole)."""
     folder.mkdir(parents=True, exist_ok=True)
     scene = BoardScene(SPEC, WIDTH, HEIGHT, fovy)
     rng = np.random.default_rng(seed)
     try:
         views = Views(folder, scene.camera_matrix)
         for i in range(count):
-            views.files.append(_save(folder, i, scene.render(camera_around_board(rng, i, scene.focal_px))))
+            image = scene.render(camera_around_board(rng, i, scene.focal_px))
+            if distortion is not None:
+                image = distort(image, scene.camera_matrix, distortion)
+            views.files.append(_save(folder, i, image))
         return views
     finally:
         scene.close()

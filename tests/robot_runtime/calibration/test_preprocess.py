@@ -1,20 +1,13 @@
 """The picture the policy sees: a distorted camera undistorted onto the trained geometry, crops and resizes that
 keep points where the target camera puts them, and the robot's check of its calibration against a bundle's."""
 import board_views
-import cv2
 import numpy as np
 import pytest
 
 from robot_runtime.calibration.board import BoardDetector
 from robot_runtime.calibration.cameras import CalibrationError, CameraCalibration, load_calibration
 from robot_runtime.calibration.preprocess import Preprocessing, Preprocessor
-from robot_runtime.calibration.records import (
-    UNDISTORT_CRITERIA,
-    check_cameras,
-    parse_record,
-    pixel_difference,
-    record,
-)
+from robot_runtime.calibration.records import check_cameras, parse_record, pixel_difference, record
 from robot_runtime.sim.board_scene import BoardScene
 
 W, H = 640, 480
@@ -24,16 +17,6 @@ LENS = [-0.25, 0.08, 0.001, -0.0005, 0.0]
 
 def camera(k=K, dist=LENS, version=1) -> CameraCalibration:
     return CameraCalibration(W, H, list(k), distortion_coefficients=list(dist), version=version)
-
-
-def distort(pinhole: np.ndarray, cam: CameraCalibration) -> np.ndarray:
-    """What a lens with `cam`'s distortion would have taken of the scene in the pinhole picture (same K)."""
-    k = np.array(cam.camera_matrix).reshape(3, 3)
-    xs, ys = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
-    points = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
-    ideal = cv2.undistortPoints(points, k, np.array(cam.distortion_coefficients), P=k,
-                                criteria=UNDISTORT_CRITERIA).reshape(H, W, 2)
-    return cv2.remap(pinhole, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR)
 
 
 def test_the_sim_cameras_pass_through_untouched():
@@ -51,7 +34,7 @@ def test_a_distorted_camera_is_undistorted_onto_the_pinhole_the_policy_trained_o
     finally:
         scene.close()
     lens = camera(k=scene.camera_matrix.ravel())
-    distorted = distort(pinhole, lens)
+    distorted = board_views.distort(pinhole, scene.camera_matrix, lens.distortion_coefficients)
     trained = Preprocessing.of(camera(k=scene.camera_matrix.ravel(), dist=[0] * 5))
     restored = Preprocessor(lens, trained)(distorted)
     detector = BoardDetector(board_views.SPEC)

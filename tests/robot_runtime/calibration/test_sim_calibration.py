@@ -44,6 +44,18 @@ def test_intrinsics_match_the_truth(calibrated, capsys):
     assert camera.calibrated_at
 
 
+def test_a_distorted_lens_is_calibrated_too(tmp_path):
+    lens = [-0.25, 0.08, 0.001, -0.0005, 0.0]       # a barrel-distorting lens (k3 = 0, as the default solves)
+    views = board_views.intrinsic_views(tmp_path / "bent", distortion=lens)
+    path = tmp_path / "robot.yaml"
+    assert cli.main(["intrinsics", "--camera", CAMERA, "--images", str(views.folder), "--file", str(path)]) == 0
+    camera = load_calibration(path)[CAMERA]
+    k, truth = np.array(camera.camera_matrix).reshape(3, 3), views.camera_matrix
+    assert camera.reprojection_error_px < 0.5 and abs(k[0, 0] / truth[0, 0] - 1) < 0.01
+    assert np.abs(k[:2, 2] - truth[:2, 2]).max() < 1.0
+    assert np.abs(np.array(camera.distortion_coefficients[:2]) - lens[:2]).max() < 0.01
+
+
 def test_recalibrating_bumps_the_version_and_keeps_the_other_cameras(calibrated, tmp_path):
     views, path = calibrated
     copy = tmp_path / "robot.yaml"
