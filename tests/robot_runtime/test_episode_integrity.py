@@ -1,5 +1,6 @@
 """Committed episodes are checked against their commit record: a damaged file is refused by name, by the
-reader and by `validate`, never read back as wrong rows; a seeded campaign of corruptions proves it."""
+reader and by `validate`, never read back as wrong rows; a seeded campaign of corruptions proves it, for
+every camera codec."""
 import hashlib
 import json
 import shutil
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.datatools.cli import main as cli
 from robot_runtime.episode import (
+    CODEC_ATTR,
     COMMIT_MARKER,
     LABELS,
     REQUIRED_ATTRS,
@@ -24,22 +27,27 @@ from robot_runtime.episode import (
 )
 from robot_runtime.files import sha256_file
 
+from codec_cases import CASES, IDS, camera_frames
+
 LAYOUT = EpisodeLayout(cameras={"front": (12, 16), "wrist": (12, 16)}, state_names=("a", "b", "c"),
                        action_names=("x", "y"))
 CHUNK = 8
 LENGTHS = (21, 16, 30)  # 3, 2 and 4 chunks; the last one partial or not
-TRIALS_PER_KIND = 80
+TRIALS_PER_KIND = {"lossless": 80}  # the lossy codecs' chunk files are damaged the same ways: fewer each
+LOSSY_TRIALS_PER_KIND = 25
 
 
-def write_episodes(root: Path) -> EpisodeStore:
+def write_episodes(root: Path, codec: CameraCodec = CameraCodec()) -> EpisodeStore:
     """Small committed episodes with cameras; the first one carries an operator's label."""
     store = EpisodeStore(root)
     rng = np.random.default_rng(7)
     for e, steps in enumerate(LENGTHS):
         writer = store.writer(LAYOUT, EpisodeMetadata(task="stack", robot_id="r1", control_rate_hz=20.0,
-                                                      episode_id=f"ep{e}"), chunk_steps=CHUNK)
+                                                      episode_id=f"ep{e}"), chunk_steps=CHUNK,
+                              codecs=dict.fromkeys(LAYOUT.cameras, codec))
+        frames = {c: camera_frames(rng, steps, 12, 16) for c in LAYOUT.cameras}
         for i in range(steps):
-            images = {c: rng.integers(0, 255, (12, 16, 3), np.uint8) for c in LAYOUT.cameras}
+            images = {c: frames[c][i] for c in LAYOUT.cameras}
             writer.append(Step(0.05 * i, images, rng.normal(size=3).astype(np.float32),
                                rng.normal(size=2).astype(np.float32),
                                policy_action=None if i % 5 == 0 else rng.normal(size=2).astype(np.float32),
@@ -71,10 +79,10 @@ def recorded(path: Path) -> list[str]:
     return sorted(json.loads((path / COMMIT_MARKER).read_text())["files"])
 
 
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory):
-    """(path, rows, metadata) of each pristine episode."""
-    store = write_episodes(tmp_path_factory.mktemp("templates"))
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def templates(tmp_path_factory, request):
+    """(path, rows, metadata) of each pristine episode, its cameras stored with one codec."""
+    store = write_episodes(tmp_path_factory.mktemp("templates"), request.param)
     return [(store.episodes_dir / eid, rows(store.open(eid)), store.open(eid).meta) for eid in store.episode_ids()]
 
 
@@ -158,14 +166,18 @@ def test_schema_1_episodes_validate_with_a_note_that_they_carry_no_checksums(tmp
 WRONG_TYPED_JSON = ("[]", "null", '"text"', "42", "{}", '{"zarr_format": 3, "node_type": "array"}',
                     '{"schema_version": 2, "steps": 3}', "[1, 2, 3]", '{"outcome": "success"}')
 WRONG_ATTRS = {"str": (None, 3, [], {}), "number": (None, "1.0", [], True), "truncated": (None, "no", 0),
-               "outcome": ("great", None, 1), "extra": (None, [], "x"), "schema_version": (1, 3, "2", None),
+               "outcome": ("great", None, 1), "extra": (None, [], "x"), "schema_version": (1, 2, 4, "3", None),
+               "codecs": (None, [], {}, {"front": {"codec": "lossless", "quality": None}},
+                          {"front": {"codec": "webp", "quality": None}, "wrist": {"codec": "jpeg", "quality": 90}},
+                          {"front": {"codec": "h264", "quality": 99}, "wrist": {"codec": "jpeg", "quality": 90}},
+                          {"front": {"codec": "jpeg"}, "wrist": {"codec": "jpeg", "quality": 90}}),
                "layout": (None, "x", [], {"cameras": []},
                           {"cameras": {"../up": [4, 4]}, "state_names": [], "action_names": []})}
 ATTR_KIND = {"episode_id": "str", "task": "str", "robot_id": "str", "policy_version": "str", "operator": "str",
              "end_reason": "str", "control_rate_hz": "number", "start_time": "number", "end_time": "number",
              "truncated": "truncated", "outcome": "outcome", "layout": "layout", "extra": "extra",
-             "schema_version": "schema_version"}
-WRONG_RECORD = {"schema_version": ("2", 3, 0, True), "steps": ("21", -1, True, 1.5, 5, 40),
+             "schema_version": "schema_version", CODEC_ATTR: "codecs"}
+WRONG_RECORD = {"schema_version": ("3", 4, 0, True), "steps": ("21", -1, True, 1.5, 5, 40),
                 "files": ([], "x", {"zarr.json": "0" * 64}, {"zarr.json": {"bytes": "1", "sha256": "0" * 64}}),
                 "episode_id": (7, []), "committed_at": ("yesterday", [])}
 WRONG_LABELS = ({"outcome": "great"}, {"progress": 9}, {"progress": "4"}, {"note": 3}, {"labeled_at": "now"},
@@ -209,7 +221,7 @@ def corrupt(path: Path, kind: str, rng: np.random.Generator) -> str:
             reseal(path, **{key: value})
         elif where == "attrs":
             group = json.loads((path / "zarr.json").read_text())
-            key = pick(list(REQUIRED_ATTRS))
+            key = pick([*REQUIRED_ATTRS, CODEC_ATTR])
             choices = WRONG_ATTRS[ATTR_KIND[key]]
             value = choices[rng.integers(len(choices))]
             if value is None and rng.random() < 0.5:
@@ -245,6 +257,8 @@ def read_is_refused(path: Path, original: dict[str, np.ndarray], meta: dict) -> 
 
 
 def test_corruption_campaign(tmp_path, templates, capsys):
+    codec = templates[0][2][CODEC_ATTR]["front"]["codec"]
+    trials_per_kind = TRIALS_PER_KIND.get(codec, LOSSY_TRIALS_PER_KIND)
     rng = np.random.default_rng(20261202)
     kinds = ("delete", "truncate", "flip", "garbage", "wrong_typed_json", "resealed_wrong_types")
     trials, flagged, refused, escaped = Counter(), Counter(), Counter(), []
@@ -252,7 +266,7 @@ def test_corruption_campaign(tmp_path, templates, capsys):
     for template, original, meta in templates:  # an untouched copy passes and reads back exactly
         path = copy_into_store(template, tmp_path / "store")
         assert cli(["validate", str(tmp_path / "store")]) == 0 and not read_is_refused(path, original, meta)
-    for trial in range(TRIALS_PER_KIND * len(kinds)):
+    for trial in range(trials_per_kind * len(kinds)):
         kind = kinds[trial % len(kinds)]
         template, original, meta = templates[rng.integers(len(templates))]
         path = copy_into_store(template, tmp_path / "store")
@@ -268,6 +282,6 @@ def test_corruption_campaign(tmp_path, templates, capsys):
             escaped.append(f"read returned rows of {what}")
     capsys.readouterr()
     with capsys.disabled():
-        print(f"\ncorruption campaign, {time.monotonic() - started:.1f} s: trials {dict(trials)}, "
+        print(f"\ncorruption campaign, {codec}, {time.monotonic() - started:.1f} s: trials {dict(trials)}, "
               f"flagged by validate {dict(flagged)}, refused by the reader {dict(refused)}")
     assert escaped == []
