@@ -18,8 +18,7 @@ from robot_runtime.nodes.graph_client import GraphClient
 TOPIC = "camera/wrist/image_raw"
 
 
-def test_live_views_from_a_camera_topic_calibrate_the_camera(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROS_DOMAIN_ID", "167")
+def test_live_views_from_a_camera_topic_calibrate_the_camera(tmp_path):
     views = board_views.intrinsic_views(tmp_path / "views")
     frames = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in views.files]
     path = tmp_path / "robot.yaml"

@@ -6,8 +6,6 @@ import json
 import time
 from dataclasses import replace
 
-import pytest
-
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.bundle import MANIFEST
 from robot_runtime.calibration.cameras import load_calibration, write_calibration
@@ -19,11 +17,6 @@ from bundle_factory import make_reference_bundle
 from dds_feeder import Feeder
 
 SIM = load_calibration("sim_cameras.yaml")
-
-
-@pytest.fixture(autouse=True)
-def own_domain(monkeypatch):
-    monkeypatch.setenv("ROS_DOMAIN_ID", "163")
 
 
 def trained_bundle(path, cameras=SIM):
