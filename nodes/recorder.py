@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 
 from robot_runtime.calibration.cameras import CalibrationError, load_calibration
 from robot_runtime.capture.assembler import StepAssembler
+from robot_runtime.capture.codecs import CODECS, CameraCodec, CodecError
 from robot_runtime.capture.disk_guard import DiskGuard, tree_bytes
 from robot_runtime.capture.recording import AsyncRecorder
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
@@ -64,6 +65,15 @@ class RecorderNode(LifecycleNode):
         transport = declare(self, "image_transport", "raw", "camera frames as sensor_msgs/Image (raw) or "
                             "CompressedImage (compressed, on <camera>/image_raw/compressed)", read_only=True,
                             choices=images.TRANSPORTS)
+        codec = declare(self, "image_codec", "lossless", "how frames are stored: lossless, jpeg per frame, h264 or "
+                        "av1 video per chunk (each chunk starts with a keyframe)", read_only=True, choices=CODECS)
+        quality = declare(self, "image_quality", -1, "jpeg quality 1-100 (higher is better), h264 CRF 0-51 or av1 "
+                          "CRF 0-63 (lower is better); -1 = the codec's default", read_only=True, low=-1, high=100)
+        try:
+            self.codecs = dict.fromkeys(cameras, CameraCodec(codec, None if quality < 0 or codec == "lossless"
+                                                             else quality))
+        except CodecError as err:
+            raise SystemExit(f"{self.get_fully_qualified_name()}: parameter 'image_quality': {err}") from None
         state_names = declare(self, "state_names", [""], "state entries to record, in order", read_only=True)
         action_names = declare(self, "action_names", [""], "command entries to record, in order", read_only=True)
         declare(self, "campaign", "", "label stored with each episode (e.g. demonstrations, round-1)")
@@ -204,7 +214,8 @@ class RecorderNode(LifecycleNode):
                 task=event.task, robot_id=event.robot_id, episode_id=event.episode_id,
                 control_rate_hz=event.control_rate_hz, policy_version=self.policy_version,
                 extra={"campaign": self.get_parameter("campaign").value, "calibration": dict(self.calibration),
-                       **{k: getattr(event, k) for k in ("env_name", "seed") if getattr(event, k) is not None}}))
+                       **{k: getattr(event, k) for k in ("env_name", "seed") if getattr(event, k) is not None}}),
+                self.codecs)
         elif isinstance(event, EpisodeEnd) and self.recording:
             if event.episode_id != self.recorder_episode_id:
                 self.get_logger().warning(f"ignoring the end of episode {event.episode_id}: recording "

@@ -2,6 +2,7 @@
 recording only."""
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -66,6 +67,28 @@ def test_operator_starts_stops_and_labels_an_episode(tmp_path):
     finally:
         client.close()
         graph.stop()
+
+
+def test_image_codec_parameter_chooses_how_frames_are_stored(tmp_path):
+    graph, client, feeder, _ = start_recorder(tmp_path, tmp_path / "store", image_codec="h264", image_quality=30)
+    try:
+        episode_id = client.call(Trigger, "/recorder/start_episode", Trigger.Request()).message
+        time.sleep(0.3)
+        feeder.play(1.0, executed=True)
+        assert client.call(Trigger, "/recorder/stop_episode", Trigger.Request()).success
+        client.wait_for_commit(episode_id, 10)
+        ep = EpisodeStore(tmp_path / "store").open(episode_id)
+        assert {c.name for c in ep.codecs.values()} == {"h264"}
+        assert ep.meta["camera_codecs"]["corner"] == {"codec": "h264", "quality": 30} and ep.verify() == []
+        assert abs(int(ep.images("corner").astype(int).mean()) - 128) <= 2  # the feeder's grey frames
+    finally:
+        client.close()
+        graph.stop()
+    bad = subprocess.run([sys.executable, "-m", "robot_runtime.nodes.recorder", "--ros-args", "-p",
+                          f"store_path:={tmp_path / 'bad'}", "-p", "image_codec:=jpeg", "-p", "image_quality:=0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "/recorder: parameter 'image_quality': image quality 0 for 'jpeg' is not an " \
+        "integer in [1, 100]" in bad.stderr + bad.stdout
 
 
 HOSTILE_LABELS = [
