@@ -412,15 +412,19 @@ class Episode:
     def outcome(self) -> str:
         return self.meta["outcome"]
 
-    def array(self, name: str) -> np.ndarray:
-        """Every row of per-step array `name`, once its chunk files match commit.json."""
+    def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) (default: all) of per-step array `name`, once the chunk files holding them match
+        commit.json; only those chunks are read and decoded (a video chunk starts with a keyframe)."""
         if name not in self._arrays:
             raise EpisodeError(f"{self.path}: no array '{name}'; the layout has {sorted(self._arrays)}")
-        problems = self._check(self._chunk_files(name))
+        stop = self.steps if stop is None else stop
+        if not 0 <= start <= stop <= self.steps:
+            raise EpisodeError(f"{self.path}: rows [{start}, {stop}) of '{name}' are not within its {self.steps}")
+        problems = self._check(self._chunk_files(name, start, stop))
         if problems:
             raise _refused(self.path, problems, DAMAGED)
         try:
-            return np.asarray(self._arrays[name][:])
+            return np.asarray(self._arrays[name][start:stop])
         except _READ_ERRORS as err:
             raise _refused(self.path, [f"{name}: does not decode ({_describe(err)})"], DAMAGED) from None
 
@@ -439,10 +443,13 @@ class Episode:
         groups = {name.rsplit("/", 1)[0] for name in arrays if "/" in name}
         return ["zarr.json"] + sorted(f"{name}/zarr.json" for name in arrays | groups)
 
-    def _chunk_files(self, name: str) -> list[str]:
+    def _chunk_files(self, name: str, start: int = 0, stop: int | None = None) -> list[str]:
+        """The chunk files of `name` that hold rows [start, stop) (default: all)."""
         array = self._arrays[name]
+        stop = array.shape[0] if stop is None else stop
+        rows = range(start // array.chunks[0], -(-stop // array.chunks[0]))
         return [f"{name}/{array.metadata.encode_chunk_key(coords)}"
-                for coords in itertools.product(*map(range, array.cdata_shape))]
+                for coords in itertools.product(rows, *map(range, array.cdata_shape[1:]))]
 
     def _check(self, names: list[str]) -> list[str]:
         """Problems of files `names` against the record; a file that matched is not hashed again."""

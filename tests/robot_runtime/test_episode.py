@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from codec_cases import CASES, IDS, assert_frames_match, camera_frames
 
 from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.capture.recording import AsyncRecorder
@@ -19,6 +18,8 @@ from robot_runtime.episode import (
     Step,
 )
 from robot_runtime.files import sha256_file
+
+from codec_cases import CASES, IDS, assert_frames_match, camera_frames
 
 LAYOUT = EpisodeLayout(cameras={"front": (24, 32)}, state_names=("a", "b", "c"), action_names=("x", "y"))
 
@@ -50,7 +51,13 @@ def test_round_trip_across_chunk_boundaries(tmp_path, codec):
     assert ep.steps == 123 and ep.outcome == "success" and ep.task == "push the puck"
     assert ep.meta["schema_version"] == SCHEMA_VERSION and ep.meta["extra"]["held_steps"] == 2
     assert ep.codecs == {"front": codec} and ep.meta["camera_codecs"] == {"front": codec.to_json()}
-    assert_frames_match(ep.images("front"), np.stack([s.images["front"] for s in steps]), codec, 50)
+    frames = ep.images("front")
+    assert_frames_match(frames, np.stack([s.images["front"] for s in steps]), codec, 50)
+    (ep.path / "images/front/c/0/0/0/0").unlink()  # a reader seeks to any chunk without the others
+    ep = store.open(ep.episode_id)
+    np.testing.assert_array_equal(ep.array("images/front", 60, 110), frames[60:110])
+    with pytest.raises(EpisodeError, match="images/front/c/0/0/0/0: missing"):
+        ep.array("images/front", 40, 60)
     np.testing.assert_array_equal(ep.array("state"), np.stack([s.state for s in steps]))
     np.testing.assert_array_equal(ep.array("intervention"), [s.intervention for s in steps])
     policy = ep.array("policy_action")
