@@ -86,28 +86,26 @@ def export_onnx(policy: VLAPolicy, manifest: Manifest, task_table: np.ndarray, p
                 cfg: ExportConfig) -> PolicyGraph:
     """Trace the policy graph that `manifest` describes into `path`; returns the traced module."""
     graph = PolicyGraph(policy, torch.as_tensor(task_table), manifest).eval()
-    example = example_inputs(manifest, 2, np.random.default_rng(cfg.seed))
-    tensors = manifest.graph_inputs() + manifest.graph_outputs()
-    dynamic = {t.name: {0: "batch"} for t in tensors if t.shape[:1] == (BATCH,)}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", DeprecationWarning)   # the legacy exporter, chosen on purpose (see above)
-        torch.onnx.export(graph, tuple(torch.from_numpy(example[n]) for n in graph.input_names), str(path),
-                          dynamo=False, opset_version=cfg.opset, input_names=list(graph.input_names),
-                          output_names=[t.name for t in manifest.graph_outputs()], dynamic_axes=dynamic)
-    return graph
+    return _trace(graph, manifest, manifest.graph_inputs(), manifest.graph_outputs(), path, cfg)
 
 
 def export_critic(critic: ChunkCritic, manifest: Manifest, task_table: np.ndarray, path: Path,
                   cfg: ExportConfig) -> CriticGraph:
     """Trace the chunk critic into `path` (value.onnx) with the signature `manifest.value_inputs()` defines."""
     graph = CriticGraph(critic, torch.as_tensor(task_table), manifest).eval()
-    example = example_inputs(manifest, 2, np.random.default_rng(cfg.seed), tensors=manifest.value_inputs())
-    dynamic = {t.name: {0: "batch"} for t in manifest.value_inputs() + manifest.value_outputs()}
+    return _trace(graph, manifest, manifest.value_inputs(), manifest.value_outputs(), path, cfg)
+
+
+def _trace(graph: PolicyGraph | CriticGraph, manifest: Manifest, inputs: tuple[GraphTensor, ...],
+           outputs: tuple[GraphTensor, ...], path: Path, cfg: ExportConfig):
+    """Trace `graph` on random example inputs (batch 2) into `path`, every batch axis dynamic; returns it."""
+    example = example_inputs(manifest, 2, np.random.default_rng(cfg.seed), tensors=inputs)
+    dynamic = {t.name: {0: "batch"} for t in inputs + outputs if t.shape[:1] == (BATCH,)}
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)   # the legacy exporter, chosen on purpose (see above)
         torch.onnx.export(graph, tuple(torch.from_numpy(example[n]) for n in graph.input_names), str(path),
                           dynamo=False, opset_version=cfg.opset, input_names=list(graph.input_names),
-                          output_names=[t.name for t in manifest.value_outputs()], dynamic_axes=dynamic)
+                          output_names=[t.name for t in outputs], dynamic_axes=dynamic)
     return graph
 
 
