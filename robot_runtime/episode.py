@@ -431,6 +431,11 @@ class Episode:
     def images(self, camera: str) -> np.ndarray:
         return self.array(f"images/{camera}")
 
+    @property
+    def chunk_steps(self) -> int:
+        """Rows per chunk file (the writer's `chunk_steps`): the unit a reader decodes."""
+        return self._arrays["timestamp"].chunks[0]
+
     def verify(self) -> list[str]:
         """Every problem of the episode's files, `<file>: what`: all that commit.json lists, and every chunk
         file an array needs (an incomplete record is a problem too). Empty when all match, or in schema 1."""

@@ -1,0 +1,122 @@
+"""Training rows read from the store as training runs: whole chunks decoded in a worker pool.
+
+`load_dataset` holds every frame in RAM; a fleet's store, compressed about 30x by a video
+codec, is far larger than that once decoded. `ChunkStream` decodes whole chunks (a video
+chunk decodes alone, from its keyframe) in worker processes, in a random order each epoch,
+and serves batches of rows shuffled across a buffer of chunks, so each frame is decoded once
+per epoch. Every chunk is checked against its episode's commit record first; a damaged one
+is skipped and counted, never served.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_runtime.episode import Episode, EpisodeError, EpisodeStore
+
+log = logging.getLogger(__name__)
+_OPEN: dict[tuple[str, str], Episode] = {}  # a worker's open episodes: each file is hashed once per worker
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Rows [start, stop) of one episode: one chunk."""
+
+    episode: int  # index into ChunkStream.episode_ids
+    start: int
+    stop: int
+
+
+def _read(root: str, episode_id: str, unit: Unit, names: tuple[str, ...]) -> dict[str, np.ndarray] | str:
+    """The rows of `unit` per array name (plus episode_index, step_index), or why they cannot be read."""
+    try:
+        episode = _OPEN.get((root, episode_id))
+        if episode is None:
+            episode = _OPEN[(root, episode_id)] = EpisodeStore(root, create=False).open(episode_id)
+        rows = {name: episode.array(name, unit.start, unit.stop) for name in names}
+    except EpisodeError as err:
+        return str(err)
+    rows["episode_index"] = np.full(unit.stop - unit.start, unit.episode, np.int64)
+    rows["step_index"] = np.arange(unit.start, unit.stop, dtype=np.int64)
+    return rows
+
+
+class ChunkStream:
+    """Batches (array name -> rows) of every committed episode's rows, each once per epoch.
+
+    `names`: the per-step arrays to read (default: all of the first episode's layout);
+    `workers`: decoding processes; `buffer_chunks`: how many chunks a batch's rows are drawn across.
+    """
+
+    def __init__(self, store_root: str | os.PathLike, names: tuple[str, ...] | None = None, workers: int = 2,
+                 buffer_chunks: int = 8, seed: int = 0):
+        store = EpisodeStore(store_root, create=False)
+        self.root = str(store.root)
+        self.episode_ids: list[str] = []
+        self.units: list[Unit] = []
+        self.skipped: dict[str, str] = {}  # episode id or unit -> why
+        for episode_id in store.episode_ids():
+            try:
+                episode = store.open(episode_id)
+            except EpisodeError as err:
+                self.skipped[episode_id] = str(err)
+                continue
+            names = names or tuple(episode.layout.arrays())
+            index = len(self.episode_ids)
+            self.episode_ids.append(episode_id)
+            chunk = episode.chunk_steps
+            self.units += [Unit(index, start, min(start + chunk, episode.steps))
+                           for start in range(0, episode.steps, chunk)]
+        if not self.units:
+            raise ValueError(f"{self.root}: no readable rows (skipped: {self.skipped})")
+        self.names = names
+        self.workers, self.buffer_chunks = workers, buffer_chunks
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return sum(unit.stop - unit.start for unit in self.units)
+
+    def batches(self, batch_size: int, epochs: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Shuffled batches of `batch_size` rows; the last, smaller one of all epochs too."""
+        order = [self.units[i] for _ in range(epochs) for i in self.rng.permutation(len(self.units))]
+        # forkserver: the workers do not inherit Zarr's event-loop thread (a fork of a running loop can hang)
+        context = multiprocessing.get_context("forkserver")
+        carry: dict[str, np.ndarray] | None = None
+        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            ahead = self.buffer_chunks + 2 * self.workers
+            pending = deque(pool.submit(_read, self.root, self.episode_ids[u.episode], u, self.names)
+                            for u in order[:ahead])
+            block: list[dict[str, np.ndarray]] = []
+            for position in range(len(order)):
+                rows = pending.popleft().result()
+                if position + ahead < len(order):
+                    unit = order[position + ahead]
+                    pending.append(pool.submit(_read, self.root, self.episode_ids[unit.episode], unit, self.names))
+                if isinstance(rows, str):
+                    unit = order[position]
+                    self.skipped[f"{self.episode_ids[unit.episode]}[{unit.start}:{unit.stop}]"] = rows
+                    log.warning("skipping rows: %s", rows)
+                else:
+                    block.append(rows)
+                if len(block) == self.buffer_chunks or (position == len(order) - 1 and block):
+                    carry = yield from self._serve(([carry] if carry else []) + block, batch_size)
+                    block = []
+        if carry:
+            yield carry
+
+    def _serve(self, parts: list[dict[str, np.ndarray]], batch_size: int):
+        """Yield the whole batches of a block's rows in a random order; returns the rows left over."""
+        rows = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        count = len(rows["step_index"])
+        order = self.rng.permutation(count)
+        whole = count - count % batch_size
+        for at in range(0, whole, batch_size):
+            yield {name: values[order[at:at + batch_size]] for name, values in rows.items()}
+        return {name: values[order[whole:]] for name, values in rows.items()} if whole < count else None
