@@ -10,7 +10,8 @@ store back. Writes DIR/results.json: frames_sent, frames_written,
 dropped_frames, writer_realtime_factor (the EpisodeWriter alone, in-process, on
 the same frames, relative to 30 Hz), mb_per_s (raw image data recorded per
 second), disk_mb_per_s, compression_ratio (raw / on disk), cpu_percent (the
-recorder process, of one core).
+recorder process, of one core). `--codec`/`--quality` set the recorder's image_codec and
+image_quality (the writer-alone figure uses the same codec).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from cpu_load import cpu_hogs, driver_scheduling
 
+from robot_runtime.capture.codecs import CODECS, CameraCodec
 from robot_runtime.runtime.realtime import POLICIES
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -52,13 +54,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def writer_alone(frames, steps: int, root: Path) -> float:
+def writer_alone(frames, steps: int, root: Path, codec) -> float:
     """Steps per second of the EpisodeWriter by itself on the same data."""
     from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
     from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES
 
     layout = EpisodeLayout(dict.fromkeys(CAMERAS, (SIZE, SIZE)), STATE_NAMES, ACTION_NAMES)
-    writer = EpisodeStore(root).writer(layout, EpisodeMetadata(task="bench", robot_id="bench", control_rate_hz=30))
+    writer = EpisodeStore(root).writer(layout, EpisodeMetadata(task="bench", robot_id="bench", control_rate_hz=30),
+                                       codecs=dict.fromkeys(CAMERAS, codec))
     state, action = np.zeros(len(STATE_NAMES), np.float32), np.zeros(len(ACTION_NAMES), np.float32)
     started = time.perf_counter()
     for i in range(steps):
@@ -67,7 +70,7 @@ def writer_alone(frames, steps: int, root: Path) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off") -> dict:
+def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off", codec=None) -> dict:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
@@ -85,7 +88,8 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
         store_path = tmp / "store"
         graph = GraphProcesses("sim", {"recorder": {"store_path": str(store_path), "cameras": list(CAMERAS),
                                                     "image_size": SIZE, "calibration_file": "",
-                                                    "realtime": realtime}},
+                                                    "realtime": realtime, "image_codec": codec.name,
+                                                    "image_quality": -1 if codec.quality is None else codec.quality}},
                                log_dir=tmp / "logs", only=["recorder"]).start()
         client = GraphClient("recorder_bench")
         driver = driver_scheduling(realtime)
@@ -146,7 +150,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
         frames_written = steps * len(CAMERAS)
         raw = frames_written * SIZE * SIZE * 3
         disk = sum(tree_bytes(store.episodes_dir / eid / "images") for eid in store.episode_ids())
-        factor = writer_alone(frames, int(CAMERA_HZ * 20), tmp / "writer") / CAMERA_HZ
+        factor = writer_alone(frames, int(CAMERA_HZ * 20), tmp / "writer", codec) / CAMERA_HZ
     return {"duration_s": duration, "cameras": len(CAMERAS), "image_size": SIZE, "camera_hz": CAMERA_HZ,
             "state_hz": STATE_HZ, "episodes": len(episode_ids), "frames_sent": frames_sent,
             "frames_written": frames_written, "dropped_frames": frames_sent - frames_written,
@@ -163,11 +167,14 @@ def main(argv=None) -> None:
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the recorder (cpu_load.py)")
     parser.add_argument("--realtime", choices=POLICIES, default="off",
                         help="the recorder's scheduling (its `realtime` parameter), and the driver's this script plays")
+    parser.add_argument("--codec", choices=CODECS, default="lossless", help="the recorder's image_codec")
+    parser.add_argument("--quality", type=int, default=None, help="its image_quality (default: the codec's)")
     args = parser.parse_args(argv)
+    codec = CameraCodec(args.codec, args.quality)
     args.out.mkdir(parents=True, exist_ok=True)
     with cpu_hogs(args.load):
-        results = run(args.duration, args.episode_seconds, args.out, args.realtime)
-    results.update(load=args.load, realtime=args.realtime, load_average=os.getloadavg()[0])
+        results = run(args.duration, args.episode_seconds, args.out, args.realtime, codec)
+    results.update(load=args.load, realtime=args.realtime, load_average=os.getloadavg()[0], **codec.to_json())
     results["targets"] = {"zero_dropped_frames": results["dropped_frames"] == 0,
                           "writer_at_least_3x_realtime": results["writer_realtime_factor"] >= 3}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
