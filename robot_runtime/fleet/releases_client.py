@@ -16,14 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import zmq
-
 from robot_runtime.files import sha256_file
-from robot_runtime.fleet.keys import FleetKeyError, load_curve_keys
+from robot_runtime.fleet.link import Cut, Later, LinkWorker, later
 from robot_runtime.fleet.model_store import InstallResult, ModelStore
 from robot_runtime.fleet.protocol import (
     InstallReport,
@@ -36,7 +33,6 @@ from robot_runtime.fleet.protocol import (
     parse_release_answer,
     segments,
 )
-from robot_runtime.fleet.uploader import _Cut, _Later, _later, _Link
 from robot_runtime.messages import EpisodeEnd, EpisodeStart
 
 log = logging.getLogger(__name__)
@@ -67,37 +63,19 @@ class ReleaseStatus:
     downloading: str = ""
 
 
-class ReleaseClient:
+class ReleaseClient(LinkWorker):
     """Polls for this robot's release and installs it: `start()` a thread, or call `poll_once()`."""
 
+    thread_name = "fleet-releases"
+
     def __init__(self, store: ModelStore, config: ReleaseClientConfig):
-        public, secret = load_curve_keys(config.key_file)
-        if secret is None:
-            raise FleetKeyError(f"{config.key_file}: holds no secret key; give the robot's .key_secret file")
-        self._keys = (public, secret, load_curve_keys(config.server_key_file)[0])
-        self.store, self.config = store, config
+        state = store.state()
+        super().__init__(config, ReleaseStatus(current=state.current or "", sequence=state.sequence))
+        self.store = store
         self.incoming = Path(f"{store.root}.incoming")
         self.incoming.mkdir(parents=True, exist_ok=True)
-        self._context = zmq.Context()
-        self._link: _Link | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._tried: dict[str, InstallResult] = {}  # content hash -> what the store made of it
         self._unreported: InstallReport | None = None
-        self._thread: threading.Thread | None = None
-        state = store.state()
-        self._status = ReleaseStatus(current=state.current or "", sequence=state.sequence)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="fleet-releases", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._drop_link()
-        self._context.term()
 
     def status(self) -> ReleaseStatus:
         with self._lock:
@@ -126,35 +104,34 @@ class ReleaseClient:
                                              result.reason, state.current or "")
             self._report(self._unreported)
             return result
-        except (_Later, _Cut) as err:
+        except (Later, Cut) as err:
             self._drop_link()
             self._update(last_error=str(err), downloading="")
             if not self._stop.is_set():
                 log.warning("release poll: %s", err)
             return None
 
-    def _run(self) -> None:
-        if self.config.nice:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
-        while not self._stop.is_set():
-            try:
-                self.poll_once()
-            except Exception as err:  # never let the thread die: report, wait, try again
-                log.exception("release poll failed")
-                self._update(last_error=f"{type(err).__name__}: {err}", downloading="")
-            self._stop.wait(self.config.poll_interval_s)
+    def pass_once(self) -> None:
+        try:
+            self.poll_once()
+        except Exception:
+            self._update(downloading="")
+            raise
+
+    def interval_s(self) -> float:
+        return self.config.poll_interval_s
 
     def _report(self, report: InstallReport) -> None:
         self._ask(report.frames(), Reply)
         self._unreported = None
 
     def _ask(self, frames: list, kind: type):
-        """One request and its answer of type `kind`; a refusal, busy or denied Reply instead is _Later."""
+        """One request and its answer of type `kind`; a refusal, busy or denied Reply instead is Later."""
         link = self._connect()
         link.send(frames)
         answer = link.receive_with(parse_release_answer, lambda a: isinstance(a, (kind, Reply)))
         if isinstance(answer, Reply) and not (kind is Reply and answer.status == "ack"):
-            raise _later(answer)
+            raise later(answer)
         return answer
 
     def _download(self, offer: ReleaseOffer) -> Path:
@@ -173,21 +150,21 @@ class ReleaseClient:
                 sent += 1
             answer = link.receive_with(parse_release_answer, lambda a: isinstance(a, (ReleaseChunk, Reply)))
             if isinstance(answer, Reply):
-                raise _later(answer)
+                raise later(answer)
             if answer.content_sha256 != offer.content_sha256 or answer.index != received:
                 continue  # a late answer from before a cut
             if len(answer.data) != offer.chunk_range(received)[1]:
-                raise _Cut(f"chunk {received} of {offer.name} has {len(answer.data)} bytes, not the offer's")
+                raise Cut(f"chunk {received} of {offer.name} has {len(answer.data)} bytes, not the offer's")
             self._write(target, offer, offsets, received, answer.data)
             received += 1
             if self._stop.is_set():
-                raise _Later("the release client is stopping")
+                raise Later("the release client is stopping")
         for f in offer.files:
             path = target / f.path
             path.touch()  # an empty file gets no chunk
             if path.stat().st_size != f.size or sha256_file(path) != f.sha256:
                 shutil.rmtree(target)
-                raise _Later(f"{offer.name}/{f.path}: does not match the offer's table (changed while served?)")
+                raise Later(f"{offer.name}/{f.path}: does not match the offer's table (changed while served?)")
         return target
 
     @staticmethod
@@ -210,21 +187,6 @@ class ReleaseClient:
             finally:
                 os.close(fd)
             at += count
-
-    def _connect(self) -> _Link:
-        if self._link is None:
-            self._link = _Link(self._context, self.config, self._keys, self._stop)
-        return self._link
-
-    def _drop_link(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-
-    def _update(self, **changes) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(self._status, key, value)
 
 
 class BundleSwitch:

@@ -16,35 +16,28 @@ import collections
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import zmq
-from zmq.utils.monitor import recv_monitor_message
-
 from robot_runtime.capture.disk_guard import tree_bytes
 from robot_runtime.episode import COMMIT_MARKER, LABELS, EpisodeError, EpisodeStore
 from robot_runtime.files import fsync_path, write_json_atomic
-from robot_runtime.fleet.keys import FleetKeyError, load_curve_keys
+from robot_runtime.fleet.link import Cut, Denied, Later, LinkWorker, later
 from robot_runtime.fleet.protocol import (
     Chunk,
     Labels,
     Offer,
-    ProtocolError,
     Reply,
     describe_episode,
     file_offsets,
-    parse_reply,
     segments,
 )
 
 log = logging.getLogger(__name__)
 STATE_FILE = "upload_state.json"  # in the store's root, beside episodes/
-_MONITORED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
 
 @dataclass(frozen=True)
@@ -118,22 +111,6 @@ class UploadStatus:
     uploads: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))  # (id, s, bytes)
 
 
-class _Cut(Exception):
-    """The connection dropped or went quiet: offer again on a fresh socket."""
-
-
-class _Later(Exception):
-    """The server cannot take episodes now (busy, disk trouble), or the uploader is stopping: next pass."""
-
-
-class _Denied(_Later):
-    """The server does not accept this robot's key (unknown or revoked): report it, try again next pass."""
-
-
-def _later(reply: Reply) -> _Later:
-    return (_Denied if reply.status == "denied" else _Later)(f"the server says {reply.status}: {reply.reason}")
-
-
 class UploadState:
     """What the server acknowledged, {"stored": {episode id: {"content": hash, "labels": hash or ""}}}.
 
@@ -156,89 +133,20 @@ class UploadState:
         write_json_atomic(self.path, {"version": 1, "stored": self.stored}, indent=None)
 
 
-class _Link:
-    """One CURVE DEALER socket to the server, with a monitor that tells a drop or a refused key at once."""
-
-    def __init__(self, context: zmq.Context, config: UploaderConfig, keys: tuple[bytes, bytes, bytes],
-                 stop: threading.Event):
-        self.endpoint, self.timeout_ms, self.stop = config.endpoint, int(config.reply_timeout_s * 1000), stop
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.curve_publickey, self.socket.curve_secretkey, self.socket.curve_serverkey = keys
-        self.socket.linger = 0
-        self.socket.heartbeat_ivl, self.socket.heartbeat_timeout = 2000, 6000
-        self.monitor = self.socket.get_monitor_socket(_MONITORED)
-        self.socket.connect(config.endpoint)
-        self.poller = zmq.Poller()
-        self.poller.register(self.socket, zmq.POLLIN)
-        self.poller.register(self.monitor, zmq.POLLIN)
-
-    def send(self, frames: list) -> None:
-        self.socket.send_multipart(frames, copy=False)
-
-    def receive(self, episode_id: str) -> Reply:
-        """The next reply about `episode_id` (or this robot); _Cut on a drop or silence, _Denied on a refused key."""
-        return self.receive_with(parse_reply, lambda reply: reply.episode_id in (episode_id, ""))
-
-    def receive_with(self, parse, accept):
-        """The next message `parse` reads and `accept` takes (the release client's answers use their own parser)."""
-        deadline = time.monotonic() + self.timeout_ms / 1000
-        while (left := deadline - time.monotonic()) > 0:
-            if self.stop.is_set():
-                raise _Later("the uploader is stopping")
-            events = dict(self.poller.poll(min(left, 0.25) * 1000))
-            if self.monitor in events:
-                event = recv_monitor_message(self.monitor)["event"]
-                if event == zmq.EVENT_DISCONNECTED:
-                    raise _Cut(f"the connection to {self.endpoint} dropped")
-                raise _Denied(f"{self.endpoint} refused this robot's key in the handshake: put its public "
-                             "certificate in the server's robot allowlist (or use the right server key)")
-            if self.socket in events:
-                try:
-                    reply = parse(self.socket.recv_multipart())
-                except ProtocolError as err:
-                    raise _Cut(f"{self.endpoint} sent a malformed reply ({err})") from None
-                if accept(reply):
-                    return reply
-        raise _Cut(f"no reply from {self.endpoint} in {self.timeout_ms / 1000:.0f} s")
-
-    def close(self) -> None:
-        self.socket.disable_monitor()
-        self.monitor.close(linger=0)
-        self.socket.close(linger=0)
-
-
-class Uploader:
+class Uploader(LinkWorker):
     """Uploads `store`'s committed episodes to the ingest server: `start()` a thread, or call `sync()`."""
 
+    thread_name = "fleet-uploader"
+
     def __init__(self, store: EpisodeStore, config: UploaderConfig):
-        public, secret = load_curve_keys(config.key_file)
-        if secret is None:
-            raise FleetKeyError(f"{config.key_file}: holds no secret key; give the robot's .key_secret file")
-        self._keys = (public, secret, load_curve_keys(config.server_key_file)[0])
-        self.store, self.config = store, config
         self.state = UploadState(Path(config.state_file) if config.state_file else store.root / STATE_FILE)
+        super().__init__(config, UploadStatus(stored=len(self.state.stored)))
+        self.store = store
         self._bucket = TokenBucket(config.bandwidth_bytes_per_s, config.chunk_size) \
             if config.bandwidth_bytes_per_s > 0 else None
-        self._context = zmq.Context()
-        self._link: _Link | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._status = UploadStatus(stored=len(self.state.stored))
         self._sizes: dict[str, int] = {}
         self._refused: dict[str, tuple[str, str]] = {}  # episode id -> (content hash, why), until a restart
         self._labels_refused: dict[str, str] = {}  # episode id -> labels.json hash the server refused
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="fleet-uploader", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._drop_link()
-        self._context.term()
 
     def status(self) -> UploadStatus:
         with self._lock:
@@ -255,26 +163,21 @@ class Uploader:
                 stored += self._sync_episode(episode_id)
             self._update(denied="")
             self._apply_retention()
-        except _Later as later:
+        except Later as err:
             self._drop_link()
             if not self._stop.is_set():
-                self._update(last_error=str(later), **({"denied": str(later)} if isinstance(later, _Denied) else {}))
-                log.warning("upload paused: %s", later)
+                self._update(last_error=str(err), **({"denied": str(err)} if isinstance(err, Denied) else {}))
+                log.warning("upload paused: %s", err)
         pending = len(set(self.store.episode_ids()) - set(self.state.stored) - set(self._refused))
         self._update(pending=pending, stored=len(self.state.stored), current="",
                      refused={k: reason for k, (_, reason) in self._refused.items()})
         return stored
 
-    def _run(self) -> None:
-        if self.config.nice:  # this thread only (Linux); ZeroMQ's I/O thread, started from here, inherits it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
-        while not self._stop.is_set():
-            try:
-                self.sync()
-            except Exception as err:  # never let the thread die: report, wait, try again
-                log.exception("upload pass failed")
-                self._update(last_error=f"{type(err).__name__}: {err}")
-            self._stop.wait(self.config.scan_interval_s)
+    def pass_once(self) -> None:
+        self.sync()
+
+    def interval_s(self) -> float:
+        return self.config.scan_interval_s
 
     def _sync_episode(self, episode_id: str) -> int:
         path = self.store.episodes_dir / episode_id
@@ -331,12 +234,12 @@ class Uploader:
         while True:
             try:
                 return self._transfer(path, offer)
-            except _Cut as cut:
+            except Cut as cut:
                 self._drop_link()
                 self._update(last_error=str(cut), cuts=self._status.cuts + 1)
                 log.info("upload of %s interrupted: %s", offer.episode_id, cut)
             if self._stop.wait(backoff):
-                raise _Later("the uploader is stopping")
+                raise Later("the uploader is stopping")
             backoff = min(backoff * 2, 5.0)
 
     def _transfer(self, path: Path, offer: Offer) -> Reply:
@@ -349,7 +252,7 @@ class Uploader:
             if reply.status in ("stored", "refused"):
                 return reply
             if reply.status in ("busy", "denied"):
-                raise _later(reply)
+                raise later(reply)
             if reply.status == "reoffer":
                 link.send(offer.frames())
                 window = 0
@@ -363,7 +266,7 @@ class Uploader:
                 if self._bucket:
                     self._bucket.take(len(chunk.data), self._stop)
                 if self._stop.is_set():
-                    raise _Later("the uploader is stopping")
+                    raise Later("the uploader is stopping")
                 link.send(chunk.frames())
                 sent += 1
                 self._update(bytes_sent=self._status.bytes_sent + len(chunk.data))
@@ -376,13 +279,13 @@ class Uploader:
                 link.send(frames)
                 reply = link.receive(episode_id)
                 if reply.status in ("busy", "denied", "reoffer"):
-                    raise _later(reply)
+                    raise later(reply)
                 return reply
-            except _Cut as cut:
+            except Cut as cut:
                 self._drop_link()
                 self._update(last_error=str(cut), cuts=self._status.cuts + 1)
                 if self._stop.wait(0.5):
-                    raise _Later("the uploader is stopping") from None
+                    raise Later("the uploader is stopping") from None
 
     @staticmethod
     def _read_chunk(path: Path, offer: Offer, offsets: list[int], index: int) -> Chunk:
@@ -401,16 +304,6 @@ class Uploader:
                 raise EpisodeError(f"{name}: shorter than its commit record says ({offer.files[i].size} bytes)")
             at += count
         return Chunk(offer.episode_id, index, hashlib.sha256(buffer).hexdigest(), buffer)
-
-    def _connect(self) -> _Link:
-        if self._link is None:
-            self._link = _Link(self._context, self.config, self._keys, self._stop)
-        return self._link
-
-    def _drop_link(self) -> None:
-        if self._link is not None:
-            self._link.close()
-            self._link = None
 
     def _apply_retention(self) -> None:
         """Delete what the policy allows among fully acknowledged episodes: commit marker first, so readers
@@ -446,7 +339,3 @@ class Uploader:
             self._update(deleted=self._status.deleted + 1)
             log.info("deleted uploaded episode %s (retention)", episode_id)
 
-    def _update(self, **changes) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(self._status, key, value)

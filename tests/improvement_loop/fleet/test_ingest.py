@@ -7,7 +7,7 @@ import time
 import pytest
 from fleet_world import ServerThread, census, make_keys, uploader, write_episode
 
-from robot_runtime.episode import COMMIT_MARKER, LABELS, EpisodeStore
+from robot_runtime.episode import COMMIT_MARKER, LABELS, SCHEMA_VERSION, EpisodeStore
 from robot_runtime.fleet.protocol import Offer, describe_episode
 from robot_runtime.fleet.uploader import STATE_FILE, Retention
 from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
@@ -71,7 +71,7 @@ def test_a_damaged_or_mis_shaped_episode_is_refused_with_the_reason_and_never_st
     data = bytearray(chunk.read_bytes())
     data[100] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    odd = write_episode(robot, "r1-odd", seed=2)  # attributes disagree with the record: schema 1 record, 2 attrs
+    odd = write_episode(robot, "r1-odd", seed=2)  # attributes disagree with the record: a schema 1 record
     (odd / COMMIT_MARKER).write_text(json.dumps({"schema_version": 1, "steps": 60, "episode_id": "r1-odd",
                                                  "committed_at": 1.0}))
     write_episode(robot, "r1-good", seed=3)
@@ -82,7 +82,7 @@ def test_a_damaged_or_mis_shaped_episode_is_refused_with_the_reason_and_never_st
         up.stop()
         assert server.server.stats["refused"] == 2
     assert "images/front/c/1/0/0/0: checksum mismatch" in refused["r1-damaged"]
-    assert "attrs.schema_version: 2, commit.json says 1" in refused["r1-odd"]
+    assert f"attrs.schema_version: {SCHEMA_VERSION}, commit.json says 1" in refused["r1-odd"]
     fleet = EpisodeStore(tmp_path / "fleet")
     assert fleet.episode_ids() == ["r1-good"]
     assert not any((tmp_path / "fleet" / "incoming" / "r1").glob("r1-*.*/"))  # nothing left staged
