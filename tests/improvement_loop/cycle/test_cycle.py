@@ -92,12 +92,13 @@ def test_skipped_episodes_are_counted_in_tensorboard(rounds):
 def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
     root, work, pretrained, _ = rounds
     main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "2",
-          "--policy-steps", "2", "--value-steps", "2", "--beta", "2.0", "--model-id", "tiny"])
+          "--policy-steps", "2", "--value-steps", "2", "--beta", "2.0", "--model-id", "tiny", "--chunk-critic"])
     printed = json.loads(capsys.readouterr().out)
     round2 = CycleResult.load(result_path(work, 2))
     assert printed == round2.to_json() and round2.round_index == 2
     assert load_bundle(round2.bundle_path).manifest.parent_version == pretrained.version
     assert load_bundle(round2.bundle_path).manifest.beta == 2.0
+    assert load_bundle(round2.bundle_path).manifest.has_value          # --chunk-critic: value.onnx beside it
     with pytest.raises(ValueError, match="rounds never build on rounds"):
         improve(root, work, round2, config(), 3)
 
