@@ -52,7 +52,9 @@ def test_a_distorted_lens_is_calibrated_too(tmp_path):
     camera = load_calibration(path)[CAMERA]
     k, truth = np.array(camera.camera_matrix).reshape(3, 3), views.camera_matrix
     assert camera.reprojection_error_px < 0.5 and abs(k[0, 0] / truth[0, 0] - 1) < 0.01
-    assert np.abs(k[:2, 2] - truth[:2, 2]).max() < 1.0
+    # The tangential terms trade off against the principal point: over 10 seeds (benchmarks/calibration_sim.py)
+    # it lands within 1.3 px with this lens, within 0.8 px with none.
+    assert np.abs(k[:2, 2] - truth[:2, 2]).max() < 1.5
     assert np.abs(np.array(camera.distortion_coefficients[:2]) - lens[:2]).max() < 0.01
 
 
