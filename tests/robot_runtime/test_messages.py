@@ -1,6 +1,5 @@
 """The wire contract: every message type round-trips, today's messages still parse, and the rest is refused
 with a MessageError naming the message type and field (never another exception, even for fuzzed input)."""
-import copy
 import json
 import random
 import time
@@ -27,19 +26,8 @@ from robot_runtime.messages import (
     parse_recorder_status,
 )
 
-START = EpisodeStart(episode_id="sim-0-20260101T000000-a1b2c3", task="push the puck to the goal", robot_id="sim-0",
-                     control_rate_hz=20.0, stamp_ns=1_700_000_000_000_000_000, env_name="push-v3", seed=7)
-END = EpisodeEnd(episode_id=START.episode_id, reason="success", steps=87, success=True, held_steps=2)
-COMMITTED = EpisodeCommitted(episode_id=START.episode_id, path="/data/episodes/episodes/sim-0", steps=87,
-                             outcome="success", dropped_steps=0)
-LABELED = EpisodeLabeled(episode_id=START.episode_id, outcome="failure", progress=4, note="dropped it late",
-                         labeled_by="kim", labeled_at=1_767_225_600.5)
-REFUSED = LabelRefused(error="operator label: not JSON (Expecting value: line 1 column 1 (char 0))")
-STATUS = PolicyStatus(state="serving", bundle="/bundles/reference@3", model_id="reference", version="3",
-                      engine="onnxruntime", engine_note="", conditioning="advantage", beta=1.5, staged="",
-                      inferences=120, swaps=1, rollbacks=0, deadline_misses=0, ticks=400)
-LABEL = OperatorLabel(outcome="failure", episode_id=START.episode_id, progress=4, note="dropped it late",
-                      operator="kim")
+from wire_fuzz import COMMITTED, END, LABEL, LABELED, REFUSED, START, STATUS, mutate, nested
+
 PARSERS = {EpisodeStart: parse_episode_event, EpisodeEnd: parse_episode_event,
            EpisodeCommitted: parse_recorder_status, EpisodeLabeled: parse_recorder_status,
            LabelRefused: parse_recorder_status, PolicyStatus: parse_policy_status, OperatorLabel: parse_operator_label}
@@ -97,10 +85,6 @@ def _without(message, key: str) -> str:
     return json.dumps(data)
 
 
-def _nested(depth: int, opener: str = "[", closer: str = "]") -> str:
-    return opener * depth + closer * depth
-
-
 REFUSALS = {  # case -> (parse, text, message type named, field named ("" for the whole message))
     "not JSON": (parse_operator_label, "outcome=success", "operator label", ""),
     "truncated JSON": (parse_episode_event, START.to_json()[:-5], "episode event", ""),
@@ -108,9 +92,9 @@ REFUSALS = {  # case -> (parse, text, message type named, field named ("" for th
     "a list": (parse_policy_status, '["serving"]', "policy status", ""),
     "a string": (parse_policy_status, '"serving"', "policy status", ""),
     "null": (parse_recorder_status, "null", "recorder status", ""),
-    "100,000 deep list": (parse_episode_event, _nested(100_000), "episode event", ""),
+    "100,000 deep list": (parse_episode_event, nested(100_000), "episode event", ""),
     "100,000 deep object": (parse_operator_label, '{"a":' * 100_000 + "1" + "}" * 100_000, "operator label", ""),
-    "deep inside an unknown key": (parse_operator_label, _with(LABEL, extra=json.loads(_nested(MAX_DEPTH))),
+    "deep inside an unknown key": (parse_operator_label, _with(LABEL, extra=json.loads(nested(MAX_DEPTH))),
                                    "operator label", ""),
     "huge message": (parse_operator_label, _with(LABEL, padding="x" * MAX_MESSAGE_CHARS), "operator label", ""),
     "huge note": (parse_operator_label, _with(LABEL, note="x" * (MAX_TEXT_CHARS + 1)), "OperatorLabel", "note"),
@@ -227,36 +211,6 @@ def test_the_largest_valid_message_fits_and_hostile_ones_are_refused_quickly():
     assert time.perf_counter() - started < 2.0
 
 
-# -- fuzz: hypothesis is not in the venv, so a seeded random mutation of valid messages ---------------------
-JSON_VALUES = [None, True, False, 0, -1, 3, 4.0, 2.5, 2 ** 63, 10 ** 400, -0.0, "", "x", "../../x", "a/b", ".",
-               "x" * (MAX_TEXT_CHARS + 1), "é\u0000\ud7ff", [], [1, 2], {}, {"a": None}, json.loads(_nested(20)),
-               "start", "end", "committed", "serving"]
-RAW = ["NaN", "Infinity", "-Infinity", "1e999", "9" * 5000, _nested(5000), '"\\ud800"', "[" * 30, "{", "}", ","]
-
-
-def _mutate(message, rng: random.Random) -> str:
-    data = message.to_dict()
-    kind = rng.randrange(6)
-    if kind == 0:  # a field's value replaced
-        data[rng.choice(sorted(data))] = copy.deepcopy(rng.choice(JSON_VALUES))
-    elif kind == 1:  # a field dropped
-        del data[rng.choice(sorted(data))]
-    elif kind == 2:  # a key added
-        data[rng.choice(["extra", "event", "schema_version", "success", "progress"])] = rng.choice(JSON_VALUES)
-    text = json.dumps(data)
-    if kind == 3:  # characters changed
-        chars = list(text)
-        for _ in range(rng.randint(1, 4)):
-            chars[rng.randrange(len(chars))] = rng.choice('{}[]",:0\\ aé\x00')
-        text = "".join(chars)
-    elif kind == 4:  # cut short
-        text = text[: rng.randrange(len(text))]
-    elif kind == 5:  # a raw token spliced in where a value goes
-        key = rng.choice(sorted(data))
-        text = text.replace(f'"{key}": {json.dumps(data[key])}', f'"{key}": {rng.choice(RAW)}', 1)
-    return text
-
-
 FUZZ_PER_PARSER = 10_000
 
 
@@ -268,7 +222,7 @@ def test_fuzzed_messages_give_a_typed_message_or_a_message_error(parse):
     rng = random.Random(parse.__name__)
     outcomes = {"parsed": 0, "refused": 0}
     for i in range(FUZZ_PER_PARSER):
-        text = _mutate(examples[i % len(examples)], rng)
+        text = mutate(examples[i % len(examples)], rng)
         try:
             parsed = parse(text)
         except MessageError:
