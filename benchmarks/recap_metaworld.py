@@ -21,7 +21,9 @@ Per task and seed:
              bc           every step
              filtered_bc  steps of successful episodes + operator steps
              awr          rows drawn with weight exp(standardized advantage), clipped at 20
-           (the baselines are `improvement_loop.baselines`).
+           (the baselines are `improvement_loop.baselines`); with `--guided K` the cycle also trains
+           its chunk critic and `recap_guided` is the RECAP bundle (beta 1) executing the best of K
+           sampled chunks as the critic ranks them (value-guided execution, runtime/guidance.py).
   every policy is evaluated without the operator on the same `--eval-episodes` held-out layouts
   (seeds EVAL_SEED_BASE + i: identical for every method, round and training seed, never used for
   demonstrations, rollouts or the demonstration search).
@@ -101,6 +103,7 @@ from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
 from robot_runtime.runtime.executor import PolicyExecutor
+from robot_runtime.runtime.guidance import MAX_CANDIDATES, ValueGuidance
 from robot_runtime.runtime.policy import PolicyRunner
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
@@ -162,6 +165,7 @@ class BenchConfig:
     value_steps: int | None = None
     labels: str = "today"           # a RECIPES key (the cycle's default recipe unless named)
     jobs: int = 1
+    guided: int = 0                 # K > 1: also evaluate RECAP with value-guided execution over K candidates
     corrections: bool = True        # False: rounds collect autonomous episodes only (no operator)
     diagnostics: bool = True        # last round only: BC on RECAP's positive rows (labels without conditioning)
 
@@ -178,6 +182,7 @@ class BenchConfig:
             "demos": self.demos_for(task), "demo_noise": self.demo_noise, "rollouts": self.rollouts,
             "obs": self.obs, "max_steps": self.max_steps, "diagnostics": self.diagnostics, "executor": EXECUTOR,
             **({} if self.corrections else {"corrections": False}),
+            **({"guided": self.guided} if self.guided else {}),
             "cycle": {k: v for k, v in asdict(cycle_config(self, 0)).items()
                       if not (k in NEUTRAL_CYCLE_FIELDS and v == NEUTRAL_CYCLE_FIELDS[k])}}))
 
@@ -197,15 +202,22 @@ def cycle_config(cfg: BenchConfig, seed: int) -> CycleConfig:
     value = replace(value, seed=seed, progress=False, steps=cfg.value_steps or value.steps)
     policy = replace(policy, seed=seed, progress=False, steps=cfg.policy_steps or policy.steps)
     return CycleConfig(model_id=f"mw-{cfg.obs}", value=value, policy=policy, labels=RECIPES[cfg.labels],
-                       denoising_steps=4 if cfg.quick else CycleConfig.denoising_steps)
+                       denoising_steps=4 if cfg.quick else CycleConfig.denoising_steps,
+                       chunk_critic=cfg.guided > 1)
+
+
+def methods(cfg: BenchConfig) -> tuple[str, ...]:
+    return (*METHODS, "recap_guided") if cfg.guided > 1 else METHODS
 
 
 def make_robot(task: str, cfg: BenchConfig) -> MetaWorldRobot:
     return MetaWorldRobot(SimConfig(env_name=task, max_steps=cfg.max_steps, render=cfg.obs == "pixels"))
 
 
-def load_runner(bundle_path: str, seed: int, beta: float | None = None) -> PolicyRunner:
-    return PolicyRunner.load(bundle_path, engine="onnxruntime", threads=1, beta=beta, seed=seed)
+def load_runner(bundle_path: str, seed: int, beta: float | None = None, candidates: int = 0) -> PolicyRunner:
+    """The bundle on ONNX Runtime; `candidates` K > 1 executes the best of K chunks by its critic."""
+    return PolicyRunner.load(bundle_path, engine="onnxruntime", threads=1, beta=beta, seed=seed,
+                             guidance=ValueGuidance(candidates > 1, max(candidates, 1), "refuse"))
 
 
 def run_many(robot: MetaWorldRobot, layouts: range, policy: PolicyRunner | None = None,
@@ -361,7 +373,7 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
         log.info("%s round 0: BC %.0f%% on %d held-out layouts (%s)", tag, 100 * initial["success_rate"],
                  initial["episodes"], t)
         stage_done("eval_r0", t)
-        points = {method: [initial] for method in METHODS}
+        points = {method: [initial] for method in methods(cfg)}
         diagnostics: dict[str, dict] = {}
         rounds = []
         collector = pretrained
@@ -404,10 +416,11 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
 
             t = Timer()
             evaluated = {}
-            for method in METHODS:
-                beta = {"recap_beta1": 1.0, "recap_beta2": 2.0}.get(method)
+            for method in methods(cfg):
+                beta = {"recap_beta1": 1.0, "recap_beta2": 2.0, "recap_guided": 1.0}.get(method)
                 bundle = trained["recap" if beta else method].bundle_path
-                evaluated[method] = outcome_summary(run_many(robot, eval_layouts, load_runner(bundle, seed, beta)))
+                runner = load_runner(bundle, seed, beta, cfg.guided if method == "recap_guided" else 0)
+                evaluated[method] = outcome_summary(run_many(robot, eval_layouts, runner))
                 points[method].append(evaluated[method])
             if final:
                 for method in DIAGNOSTICS:
@@ -495,9 +508,9 @@ def aggregate(runs: dict[str, list[dict]], cfg: BenchConfig) -> dict:
     table = {}
     for task, seeds in runs.items():
         table[task] = {method: [pooled([run["points"][method][k] for run in seeds]) for k in range(cfg.rounds + 1)]
-                       for method in METHODS}
+                       for method in methods(cfg)}
     table["average"] = {method: [pooled([table[task][method][k] for task in runs]) for k in range(cfg.rounds + 1)]
-                        for method in METHODS}
+                        for method in methods(cfg)}
     for method_rounds in table["average"].values():
         for point in method_rounds:
             point.pop("seed_success_rates"), point.pop("seed_std")
@@ -522,7 +535,7 @@ def target_check(table: dict, tasks: list[str], final: int) -> dict:
     (4 of 5), and has a higher throughput (successes per hour) than filtered BC on average."""
     out = {}
     needed = len(tasks) - len(tasks) // 5
-    for recap in ("recap_beta1", "recap_beta2"):
+    for recap in [m for m in table["average"] if m.startswith("recap")]:
         per_task = {}
         for task in tasks:
             initial_failure = 1 - table[task][recap][0]["success_rate"]
@@ -568,18 +581,19 @@ def render(report: dict, cfg: BenchConfig) -> str:
                   + ". The average pools the finished pairs only.", ""]
     lines += [head, rule]
     for task in [*tasks, "average"]:
-        for method in METHODS:
+        for method in methods(cfg):
             points = table[task][method]
             steps = points[-1]["mean_steps_to_success"]
             lines.append(f"| {task} | {method} | " + " | ".join(render_point(p) for p in points)
                          + f" | {'-' if steps is None else f'{steps:.0f}'} | "
                          f"{points[0]['successes_per_hour']:.0f} -> {points[-1]['successes_per_hour']:.0f} |")
     lines += ["", "## Per seed (success rate, round 0 -> last round)", "",
-              "| task | seed | demos | " + " | ".join(METHODS) + " |", "|---|---|---|" + "---|" * len(METHODS)]
+              "| task | seed | demos | " + " | ".join(methods(cfg)) + " |",
+              "|---|---|---|" + "---|" * len(methods(cfg))]
     for task, seeds in report["runs"].items():
         for run in seeds:
             cells = [f"{pct(run['points'][m][0]['success_rate'])} -> {pct(run['points'][m][-1]['success_rate'])}"
-                     for m in METHODS]
+                     for m in methods(cfg)]
             lines.append(f"| {task} | {run['seed']} | {run['demos']['successes']}/{run['demos']['episodes']} | "
                          + " | ".join(cells) + " |")
     searched = [(task, run) for task, seeds in report["runs"].items() for run in seeds if run["demos"]["search"]]
@@ -665,7 +679,7 @@ def plot(report: dict, cfg: BenchConfig, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), sharey=True, squeeze=False)
     rounds = np.arange(cfg.rounds + 1)
     for ax, task in zip(axes[0], panels):
-        for i, method in enumerate(METHODS):
+        for i, method in enumerate(methods(cfg)):
             points = report["table"][task][method]
             rate = np.array([p["success_rate"] for p in points])
             low = rate - np.array([p["ci95"][0] for p in points])
@@ -883,12 +897,15 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         max_steps=args.max_steps if not q else min(args.max_steps, 80), out=args.out,
         work=args.work or Path(f"/tmp/recap_metaworld_{args.obs}{'_quick' if q else ''}"), quick=q,
         policy_steps=args.policy_steps, value_steps=args.value_steps, labels=args.labels, jobs=args.jobs,
+        guided=args.guided,
         diagnostics=not args.no_diagnostics, corrections=not args.no_corrections)
     problems = [(cfg.seeds > MAX_SEEDS, f"--seeds {cfg.seeds}: at most {MAX_SEEDS} (training layouts would reach "
                                         "the evaluation layouts)"),
                 (cfg.eval_episodes > CALIBRATION_SEED_BASE - EVAL_SEED_BASE,
                  "--eval-episodes would reach the calibration layouts"),
                 (cfg.jobs < 1, f"--jobs must be >= 1, got {cfg.jobs}"),
+                (cfg.guided != 0 and not 2 <= cfg.guided <= MAX_CANDIDATES,
+                 f"--guided must be 0 (off) or from 2 to {MAX_CANDIDATES}, got {cfg.guided}"),
                 (search.episodes < 1 or search.tries < 1, "--calibration-episodes and --demo-tries must be >= 1")]
     for bad, problem in problems:
         if bad:
@@ -917,6 +934,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--labels", choices=sorted(RECIPES), default="candidate",
                         help="RECAP's label recipe (default candidate: GAE 0.95, Youden, 3-member value ensemble)")
     parser.add_argument("--jobs", type=int, default=1, help="(task, seed) pairs run in parallel processes")
+    parser.add_argument("--guided", type=int, default=0, metavar="K",
+                        help="also train the chunk critic and evaluate recap_guided: RECAP (beta 1) executing the "
+                             "best of K sampled chunks as the critic ranks them (K 2..64; default off)")
     parser.add_argument("--policy-steps", type=int, default=None, help="override the policy step budget (all methods)")
     parser.add_argument("--value-steps", type=int, default=None, help="override the value step budget")
     parser.add_argument("--out", type=Path, required=True,

@@ -22,11 +22,11 @@ def bench():
 
 def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    bench.main(["--quick", "--out", str(out), "--work", str(work)])
+    bench.main(["--quick", "--guided", "3", "--out", str(out), "--work", str(work)])
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"push-v3", "average"}
     for task in ("push-v3", "average"):
-        assert set(results["results"][task]) == set(bench.METHODS)
+        assert set(results["results"][task]) == {*bench.METHODS, "recap_guided"}   # --guided: value guidance too
         for rounds in results["results"][task].values():
             assert len(rounds) == 2                                  # round 0 (shared BC start) and round 1
             for point in rounds:
@@ -41,7 +41,7 @@ def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
     assert run["rounds"][0]["store_episodes"] == 3 + 4               # demos + one round of rollouts
     assert set(run["rounds"][0]["label_quality"]) >= {"advantage_auc", "indicator_auc", "takeover_auc", "value_ece"}
     assert results["settings"]["labels"] == "candidate" and results["settings"]["pending_pairs"] == []
-    assert set(results["target"]) == {"recap_beta1", "recap_beta2"}
+    assert set(results["target"]) == {"recap_beta1", "recap_beta2", "recap_guided"}
     table = (out / "results.md").read_text()
     assert "| push-v3 | recap_beta1 |" in table and "| average | awr |" in table and "## Target" in table
     assert "## Label quality per round" in table and "successes per robot hour" in table
@@ -50,7 +50,7 @@ def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
     assert (out / "runs" / "push-v3_seed0.json").is_file()
     assert not any(p.suffix in (".onnx", ".safetensors") or p.name == "episodes" for p in out.rglob("*"))
     # A second run with the same settings reuses the finished (task, seed) from --out, even with --work gone.
-    bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "elsewhere")])
+    bench.main(["--quick", "--guided", "3", "--out", str(out), "--work", str(tmp_path / "elsewhere")])
     assert "reusing" in (out / "run.log").read_text()
     assert not (tmp_path / "elsewhere" / "push-v3").exists()
 
@@ -88,6 +88,7 @@ def test_auto_demos_parallel_pairs_and_resume(bench, tmp_path):
     (["--tasks", "../push-v3"], "not allowed"),
     (["--demos", "push-v3=0"], ">= 1"),
     (["--jobs", "0"], "--jobs"),
+    (["--guided", "1"], "--guided"),
 ])
 def test_bad_settings_are_refused_with_a_reason(bench, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
