@@ -67,16 +67,20 @@ def _save(folder: Path, index: int, image: np.ndarray) -> Path:
     return path
 
 
-def distort(pinhole: np.ndarray, camera_matrix: np.ndarray, distortion) -> np.ndarray:
-    """What a lens with `distortion` (plumb_bob) would have taken of the scene in a pinhole picture (same K)."""
+def lens_map(camera_matrix: np.ndarray, distortion, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """For each pixel of a picture through a lens with `distortion` (plumb_bob), where it is in the pinhole
+    picture of the same camera matrix: float32 [H, W, 2], for `distort`."""
     from robot_runtime.calibration.records import UNDISTORT_CRITERIA
 
-    height, width = pinhole.shape[:2]
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     points = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
-    ideal = cv2.undistortPoints(points, camera_matrix, np.asarray(distortion, dtype=np.float64), P=camera_matrix,
-                                criteria=UNDISTORT_CRITERIA).reshape(height, width, 2)
-    return cv2.remap(pinhole, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR)
+    return cv2.undistortPoints(points, camera_matrix, np.asarray(distortion, dtype=np.float64), P=camera_matrix,
+                               criteria=UNDISTORT_CRITERIA).reshape(height, width, 2)
+
+
+def distort(pinhole: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """What the lens of `lens` (a lens_map) would have taken of the scene in a pinhole picture."""
+    return cv2.remap(pinhole, lens[..., 0], lens[..., 1], cv2.INTER_LINEAR)
 
 
 def intrinsic_views(folder: Path, count: int = 30, seed: int = 0, fovy: float = FOVY, distortion=None) -> Views:
@@ -86,10 +90,11 @@ def intrinsic_views(folder: Path, count: int = 30, seed: int = 0, fovy: float = 
     rng = np.random.default_rng(seed)
     try:
         views = Views(folder, scene.camera_matrix)
+        lens = lens_map(scene.camera_matrix, distortion) if distortion is not None else None
         for i in range(count):
             image = scene.render(camera_around_board(rng, i, scene.focal_px))
-            if distortion is not None:
-                image = distort(image, scene.camera_matrix, distortion)
+            if lens is not None:
+                image = distort(image, lens)
             views.files.append(_save(folder, i, image))
         return views
     finally:

@@ -34,7 +34,7 @@ def test_a_distorted_camera_is_undistorted_onto_the_pinhole_the_policy_trained_o
     finally:
         scene.close()
     lens = camera(k=scene.camera_matrix.ravel())
-    distorted = board_views.distort(pinhole, scene.camera_matrix, lens.distortion_coefficients)
+    distorted = board_views.distort(pinhole, board_views.lens_map(scene.camera_matrix, lens.distortion_coefficients))
     trained = Preprocessing.of(camera(k=scene.camera_matrix.ravel(), dist=[0] * 5))
     restored = Preprocessor(lens, trained)(distorted)
     detector = BoardDetector(board_views.SPEC)
