@@ -6,6 +6,8 @@ import json
 import time
 from dataclasses import replace
 
+import pytest
+
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.bundle import MANIFEST
 from robot_runtime.calibration.cameras import load_calibration, write_calibration
@@ -87,6 +89,12 @@ def test_within_tolerance_frames_are_mapped_onto_the_trained_geometry_and_answer
         feeder.start()
         stamps = feeder.play(1.5)
         assert len(feeder.commands_for(stamps)) >= len(stamps) - 2
+        # A hot swap keeps the subscriptions and their preprocessing: a bundle trained on another geometry is
+        # refused at the parameter, naming the camera; the running bundle keeps serving.
+        other = dict(SIM, corner=replace(SIM["corner"], camera_matrix=[116.1, 0, 47.5, 0, 116.1, 47.5, 0, 0, 1]))
+        with pytest.raises(RuntimeError, match="camera corner: the new bundle was trained on another camera geometry"):
+            client.set_parameters("policy_node", {"bundle_path": str(trained_bundle(tmp_path / "other", other).path)})
+        assert client.policy_status["state"] == "serving"
     finally:
         client.close()
         graph.stop()
