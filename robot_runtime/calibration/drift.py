@@ -65,9 +65,13 @@ def measure(camera: CameraCalibration, detections: list[Detection], min_views: i
     errors = np.concatenate([reprojection_errors(d, board_pose(d, k, dist), k, dist) for d in detections])
     held = cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3 | \
         cv2.CALIB_FIX_TANGENT_DIST
-    _, refit, _, _, _ = cv2.calibrateCamera([d.object_points.astype(np.float32) for d in detections],
-                                            [d.image_points.astype(np.float32) for d in detections],
-                                            (camera.width, camera.height), k.copy(), dist.copy(), flags=held)
+    try:
+        _, refit, _, _, _ = cv2.calibrateCamera([d.object_points.astype(np.float32) for d in detections],
+                                                [d.image_points.astype(np.float32) for d in detections],
+                                                (camera.width, camera.height), k.copy(), dist.copy(), flags=held)
+    except cv2.error as err:
+        raise IntrinsicsError(f"OpenCV could not refit the camera from these views ({err.err}): "
+                              "take views from more angles") from None
     return Drift(len(detections), float(np.sqrt(np.mean(errors ** 2))),
                  (float(refit[0, 0] / k[0, 0] - 1), float(refit[1, 1] / k[1, 1] - 1)),
                  (float(refit[0, 2] - k[0, 2]), float(refit[1, 2] - k[1, 2])))

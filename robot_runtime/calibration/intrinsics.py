@@ -55,21 +55,29 @@ def calibrate(detections: list[Detection], k_coefficients: int = 2, tangential: 
     images = [d.image_points.astype(np.float32) for d in detections]
     flags = [cv2.CALIB_FIX_K1, cv2.CALIB_FIX_K2, cv2.CALIB_FIX_K3][k_coefficients:]
     flags = sum(flags) + (0 if tangential else cv2.CALIB_ZERO_TANGENT_DIST)
-    rms, k, dist, rvecs, tvecs, _, _, per_view = cv2.calibrateCameraExtended(
-        objects, images, size, None, None, flags=flags,
-        criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12))[:8]
+    try:
+        rms, k, dist, rvecs, tvecs, _, _, per_view = cv2.calibrateCameraExtended(
+            objects, images, size, None, None, flags=flags,
+            criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12))[:8]
+    except cv2.error as err:
+        raise IntrinsicsError(f"OpenCV could not solve the calibration from these {len(detections)} views "
+                              f"({err.err}): take views from more places and angles") from None
     poses = [pose_matrix(r, t) for r, t in zip(rvecs, tvecs)]
     return Intrinsics(k, dist.ravel()[:5], size, float(rms), [float(e) for e in np.ravel(per_view)], poses)
 
 
 def board_pose(detection: Detection, camera_matrix: np.ndarray, distortion: np.ndarray) -> np.ndarray:
     """The board's pose in the camera's optical frame (4x4) from one view under known intrinsics."""
-    ok, rvec, tvec = cv2.solvePnP(detection.object_points, detection.image_points, camera_matrix, distortion,
-                                  flags=cv2.SOLVEPNP_ITERATIVE)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(detection.object_points, detection.image_points, camera_matrix, distortion,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+        if ok:
+            rvec, tvec = cv2.solvePnPRefineLM(detection.object_points, detection.image_points, camera_matrix,
+                                              distortion, rvec, tvec)
+    except cv2.error:
+        ok = False
     if not ok:
-        raise IntrinsicsError("the board's pose could not be solved from this view")
-    rvec, tvec = cv2.solvePnPRefineLM(detection.object_points, detection.image_points, camera_matrix, distortion,
-                                      rvec, tvec)
+        raise IntrinsicsError("the board's pose could not be solved from a view (its corners all on one line?)")
     return pose_matrix(rvec, tvec)
 
 
@@ -132,7 +140,7 @@ def view_tilts(detection: Detection) -> list[str]:
     rough = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], dtype=np.float64)
     try:
         normal = board_pose(detection, rough, np.zeros(5))[:3, 2]  # the board's z axis in the camera frame
-    except (IntrinsicsError, cv2.error):
+    except IntrinsicsError:
         return []
     about_y = math.degrees(math.atan2(normal[0], normal[2]))   # turned left/right
     about_x = math.degrees(math.atan2(normal[1], normal[2]))   # turned up/down

@@ -143,3 +143,13 @@ def test_the_console_script_runs_through_the_node_module_and_fails_cleanly(tmp_p
                           "--images", str(tmp_path), "--file", str(tmp_path / "missing.yaml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no such calibration file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_views_that_do_not_constrain_a_camera_are_refused_not_raised():
+    from robot_runtime.calibration.board import Detection
+    from robot_runtime.calibration.intrinsics import IntrinsicsError, calibrate
+
+    on_a_line = Detection(np.arange(6), np.array([[10.0 * i, 5.0] for i in range(6)]),
+                          np.array([[0.03 * i, 0.03, 0.0] for i in range(1, 7)]), (640, 480))
+    with pytest.raises(IntrinsicsError, match="OpenCV could not solve the calibration from these 8 views"):
+        calibrate([on_a_line] * 8)
