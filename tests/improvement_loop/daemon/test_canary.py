@@ -1,7 +1,9 @@
-"""The canary state on a real catalog and deployments: a regressing candidate is rolled back after the
-configured N episodes and the canary robots return to the incumbent; a refused install rolls back at once;
-a candidate as good as the incumbent is promoted to the whole fleet; too few episodes time out."""
+"""The gate and canary states on a real catalog and deployments: a candidate worse in simulation is refused
+with its numbers and reaches no robot; a regressing canary is rolled back after the configured N episodes
+and the canary robots return to the incumbent; a refused install rolls back at once; a candidate as good as
+the incumbent is promoted to the whole fleet; too few episodes time out; `status` shows it all."""
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from robot_runtime.bundle import load_bundle
 from robot_runtime.files import write_json_atomic
 from robot_runtime.fleet.releases import sign_bundle
 from robot_runtime.improvement_loop.daemon import records
+from robot_runtime.improvement_loop.daemon.cli import main
 from robot_runtime.improvement_loop.daemon.config import load_config
 from robot_runtime.improvement_loop.daemon.cycle import CycleRunner
 from robot_runtime.improvement_loop.fleet.deployments import Deployments
@@ -20,10 +23,12 @@ N = 3
 
 
 @pytest.fixture
-def fleet(tmp_path):
-    """Incumbent ref@old on r1 and r2 (release 1); a cycle waiting in its canary state with ref@new signed as
-    release 2, as the states before the canary leave it."""
-    cfg = load_config(write_config(tmp_path / "daemon.yaml", tmp_path, canary={"episodes": N, "poll_seconds": 0}))
+def fleet(tmp_path, request):
+    """Incumbent ref@old on r1 and r2 (release 1); a cycle waiting in its canary state (or the state the test
+    names as its parameter) with ref@new signed as release 2, as the states before it leave it."""
+    at = getattr(request, "param", "canary")
+    cfg = load_config(write_config(tmp_path / "daemon.yaml", tmp_path, canary={"episodes": N, "poll_seconds": 0},
+                                   gate={"rule": "one_sided_test", "max_steps": 60, "episodes": 3}))
     release_key(tmp_path / "keys")
     old, new = reach_bundle(tmp_path / "old", 10.0, "old"), reach_bundle(tmp_path / "new", 0.0, "new")
     incumbent = sign_bundle(old, cfg.release_key, 1)
@@ -35,10 +40,12 @@ def fleet(tmp_path):
     states = {"snapshot": {"incumbent": ["ref@old", str(old), incumbent.name]}, "export": {"bundle": str(new)},
               "sign": {"release": candidate.name, "sequence": 2}}
     (Path(c.work_dir) / "states").mkdir(parents=True)
+    (Path(c.work_dir) / "snapshot" / "episodes").mkdir(parents=True)
     for state, output in states.items():
         write_json_atomic(Path(c.work_dir) / "states" / f"{state}.json", output)
-    for before, after in itertools.pairwise(records.STATES[:8]):
-        records.advance(conn, c.id, before, after, **({"candidate": "ref@new"} if after == "sign" else {}))
+    for before, after in itertools.pairwise(records.STATES[:records.STATES.index(at) + 1]):
+        columns = {"sign": {"candidate": "ref@new"}, "value": {"snapshot": {"episodes": [], "high_water": None}}}
+        records.advance(conn, c.id, before, after, **columns.get(after, {}))
     return cfg, conn, deployments, incumbent, candidate
 
 
@@ -103,3 +110,33 @@ def test_too_few_canary_episodes_time_out(fleet):
     c = CycleRunner(cfg, conn, sleep=wait, clock=lambda: clock[0]).run()
     (canary, _) = records.decisions(conn, c.id)
     assert c.state == "rollback" and canary.reason == "timed out after 1 h with 0 of 3 canary episodes"
+
+
+@pytest.mark.parametrize("fleet", ["gate"], indirect=True)
+def test_a_candidate_worse_in_simulation_is_refused_at_the_gate(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+    c = CycleRunner(cfg, conn).run()
+    assert (c.status, c.state) == ("refused", "gate")
+    (gate,) = records.decisions(conn, c.id)
+    assert gate.kind == "gate" and not gate.accepted and c.reason == f"gate: {gate.reason}"
+    assert gate.numbers["candidate"]["success_rate"] == 0.0 and gate.numbers["incumbent"]["success_rate"] == 1.0
+    assert gate.numbers["incumbent"]["release"] == "ref@old" and gate.numbers["candidate"]["release"] == "ref@new"
+    assert {deployments.target(r).name for r in ("r1", "r2")} == {incumbent.name}   # no robot saw it
+
+
+def test_status_shows_the_cycle_and_its_decisions(fleet, capsys):
+    cfg, conn, *_ = fleet
+    CycleRunner(cfg, conn, sleep=_feeder(cfg, False, [])).run()
+    main(["--config", cfg.source, "status", "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["running"] is None and shown["lock"]["pid"] is None and not shown["paused"]
+    (c,) = shown["cycles"]
+    assert (c["status"], c["state"]) == ("refused", "rollback")
+    assert [d["kind"] for d in c["decisions"]] == ["canary", "rollback"]
+    assert shown["schedule"]["next"].endswith(("+01:00", "+02:00"))           # Europe/Berlin
+    main(["--config", cfg.source, "status"])
+    human = capsys.readouterr().out
+    assert "cycle 1" in human and "refused in rollback" in human and "canary: refused: regressed" in human
+    for verb in ("pause", "resume"):
+        main(["--config", cfg.source, verb])
+        assert records.daemon_state(conn).paused == (verb == "pause")
