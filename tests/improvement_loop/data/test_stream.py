@@ -1,4 +1,4 @@
-"""Training rows streamed from the store: every row once per epoch, decoded in worker processes, as the
+"""Training rows streamed from the store: every row once per epoch, decoded in worker threads, as the
 reader returns it; a damaged chunk is skipped and counted, never served."""
 import numpy as np
 import pytest
