@@ -11,7 +11,8 @@ once. Otherwise, once `canary.episodes` candidate episodes are in, `canary.rule`
   incumbent's (and intervention rate as in not_worse).
 Past `canary.timeout_hours` without enough episodes, the candidate is rolled back (too little evidence
 is not evidence of "not worse"). With no incumbent (first release) the candidate's success must reach the
-gate's first_release_min_success.
+gate's first_release_min_success. "Since it was assigned" compares the workstation's assignment time with
+the robots' recorded_at: keep their clocks synchronized (NTP), as the catalog's times already assume.
 """
 from __future__ import annotations
 

@@ -68,6 +68,7 @@ class Gate:
     first_release_min_success: float = 0.5   # with no incumbent: the candidate's simulated success at least this
     observations: int = 64            # recorded observations from the snapshot for the offline checks
     parity_tolerance: float = 1e-4    # the export's recorded ONNX-vs-torch error must be at most this
+    max_outside_bounds: float = 0.5   # share of actions on recorded observations allowed past the bounds
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Offline checks first (cheap, and a bundle that fails them must not reach the sim
 - parity: the export's recorded ONNX-Runtime-vs-torch error (manifest.training.parity_max_abs_error; the
   export keeps no reference outputs, it checks them on random inputs) is at most gate.parity_tolerance;
 - recorded observations: on `gate.observations` states from the cycle's snapshot (cameras too where the
-  bundle reads them) the bundle runs, gives finite actions, and at most `max_clipped_fraction` of them
+  bundle reads them) the bundle runs, gives finite actions, and at most `gate.max_outside_bounds` of them
   fall outside the manifest's bounds (the robot clips them; a policy that mostly pushes past its bounds
   has not learned the robot's units).
 Then a simulated evaluation: candidate and incumbent each run `gate.episodes` episodes per task on the same
@@ -33,8 +33,6 @@ from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig, instruction_for
 from robot_runtime.sim.rollout import run_episode
-
-MAX_CLIPPED_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,9 @@ def offline_checks(bundle_path: str, cfg: Gate, store: EpisodeStore, episode_ids
         outside += int(np.sum((raw < low - 1e-6) | (raw > high + 1e-6)))
         values += raw.size
     figures.update(observations_checked=checked, outside_bounds_fraction=outside / values if values else 0.0)
-    if values and outside / values > MAX_CLIPPED_FRACTION:
+    if values and outside / values > cfg.max_outside_bounds:
         problems.append(f"{outside / values:.0%} of its actions on recorded observations fall outside the "
-                        f"manifest's bounds (more than {MAX_CLIPPED_FRACTION:.0%})")
+                        f"manifest's bounds (more than {cfg.max_outside_bounds:.0%})")
     return {"ok": not problems, "problems": problems, **figures}
 
 

@@ -4,6 +4,10 @@ and the canary robots return to the incumbent; a refused install rolls back at o
 the incumbent is promoted to the whole fleet; too few episodes time out; `status` shows it all."""
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from robot_runtime.fleet.releases import sign_bundle
 from robot_runtime.improvement_loop.daemon import records
 from robot_runtime.improvement_loop.daemon.cli import main
 from robot_runtime.improvement_loop.daemon.config import load_config
-from robot_runtime.improvement_loop.daemon.cycle import CycleRunner
+from robot_runtime.improvement_loop.daemon.cycle import KILL_AT, CycleRunner
 from robot_runtime.improvement_loop.fleet.deployments import Deployments
 
 N = 3
@@ -140,3 +144,23 @@ def test_status_shows_the_cycle_and_its_decisions(fleet, capsys):
     for verb in ("pause", "resume"):
         main(["--config", cfg.source, verb])
         assert records.daemon_state(conn).paused == (verb == "pause")
+
+
+def test_killed_after_the_rollback_it_resumes_without_signing_or_rolling_back_twice(fleet):
+    """The rollback state (the one the whole-cycle kill test does not reach): the daemon is SIGKILLed once the
+    rollback is signed and handed out, before the cycle advances; the restart finishes it from its outputs."""
+    cfg, conn, deployments, incumbent, candidate = fleet
+    deployments.report("r1", candidate.name, 2, False, "incompatible", "does not fit this robot", incumbent.name)
+    command = [str(Path(sys.executable).with_name("robot-runtime-daemon")), "--config", cfg.source, "run-now"]
+    killed = subprocess.run(command, env={**os.environ, KILL_AT: "rollback"}, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    c = records.cycle(conn, 1)
+    assert (c.state, c.status) == ("rollback", "running") and deployments.target("r1").rollback
+    done = subprocess.run(command, env={k: v for k, v in os.environ.items() if k != KILL_AT}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "cycle 1: refused in state rollback" in done.stdout
+    ran = [line.split()[0] for line in (Path(c.work_dir) / "executed.log").read_text().splitlines()]
+    assert ran == ["canary", "rollback"]
+    assert [d.kind for d in records.decisions(conn, 1)] == ["canary", "rollback"]
+    assert [(e.event, e.sequence) for e in deployments.history("r1")] == [("assign", 1), ("refused", 2),
+                                                                          ("assign", 2), ("rollback", 3)]
