@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -50,10 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     cfg = dataclasses.replace(DEFAULTS, out=args.out, gate_rule=args.gate_rule, stop_after=args.stop_after,
                               **{name: getattr(args, name) for name, _ in OPTIONS.values()})
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops the robots and servers as Ctrl-C does
     try:
         report = FleetDemo(cfg).run()
     except (RuntimeError, TimeoutError, OSError) as err:
         sys.exit(f"robot-runtime-demo: {err}")
+    except KeyboardInterrupt:
+        sys.exit(f"robot-runtime-demo: stopped; what finished is in {cfg.out / 'summary.json'}")
     write_json_atomic(cfg.out / "summary.json", report.to_json())
     text = render(report)
     write_text_atomic(cfg.out / "summary.md", text)

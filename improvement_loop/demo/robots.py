@@ -8,6 +8,7 @@ runs as the robot graph's `fleet_agent` node beside the simulated graph, as it d
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class SimRobot:
         self.graph: GraphProcesses | None = None
         self.agent: GraphProcesses | None = None
         self.client: GraphClient | None = None
+        self.halt = threading.Event()   # set: run() starts no further episode
 
     def start(self, endpoint: str, keys: AgentKeys, release_poll_s: float) -> SimRobot:
         overrides = {
@@ -111,7 +113,7 @@ class SimRobot:
         timeout = 2 * self.max_steps / self.control_rate_hz + 60
         ran = []
         for i in range(episodes):
-            if stop is not None and stop():
+            if self.halt.is_set() or (stop is not None and stop()):
                 break
             end, commit = c.run_episode(timeout)
             ep = store.open(commit["episode_id"])

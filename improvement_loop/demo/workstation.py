@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from robot_runtime.bringup.launcher import _stop_with_parent as stop_with_parent
 from robot_runtime.fleet import keys
 from robot_runtime.fleet.releases import Release, sign_bundle
 from robot_runtime.improvement_loop.daemon import records
@@ -69,7 +70,7 @@ class Workstation:
             [console_script("robot-runtime-ingest"), "--store", str(self.store), "--robots", str(self.keys / "robots"),
              "--server-key", str(self.keys / "server" / f"{SERVER}{keys.CURVE_SECRET}"),
              "--bind", "tcp://127.0.0.1:*"],
-            stdout=subprocess.PIPE, stderr=open(self.logs / "ingest.log", "w"), text=True)
+            stdout=subprocess.PIPE, stderr=open(self.logs / "ingest.log", "w"), text=True, preexec_fn=stop_with_parent)
         line = self._ingest.stdout.readline().strip()
         if not line.startswith("listening on "):
             self._ingest.wait(timeout)
@@ -170,7 +171,8 @@ class Workstation:
         """`robot-runtime-daemon --config daemon.yaml run-now`: one cycle, to its end, in its own process."""
         self.logs.mkdir(parents=True, exist_ok=True)
         return subprocess.Popen([console_script("robot-runtime-daemon"), "--config", str(self.config_file), "run-now"],
-                                stdout=open(self.logs / "daemon.out", "w"), stderr=open(self.logs / "daemon.log", "w"))
+                                stdout=open(self.logs / "daemon.out", "w"), stderr=open(self.logs / "daemon.log", "w"),
+                                preexec_fn=stop_with_parent)
 
     def cycle(self) -> records.Cycle | None:
         """The latest cycle, as the daemon recorded it."""
