@@ -54,7 +54,8 @@ class Scheduler:
                  _when(self.cfg, upcoming(self.cfg.schedule.cron, self.cfg.zone(), self.clock())))
         while True:
             try:
-                self.tick()
+                if self.tick() is not None:
+                    continue      # a cycle just ended: look at the schedule again at once
             except LockBusy as err:
                 log.warning("%s", err)
             wait = upcoming(self.cfg.schedule.cron, self.cfg.zone(), self.clock()) - self.clock()

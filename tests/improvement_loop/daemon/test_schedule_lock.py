@@ -1,7 +1,9 @@
 """The schedule on a fake clock (cron in a time zone, a missed run after downtime runs once) and the cycle lock
 (a second cycle is refused; a lock left by a killed daemon is taken over)."""
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -97,3 +99,24 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert records.daemon_state(conn).lock_pid == holder.pid       # the dead owner is still on record
     with CycleLock(cfg.work, conn):
         assert records.daemon_state(conn).lock_pid != holder.pid
+
+
+def test_run_resumes_a_cycle_left_running_and_stops_on_sigterm(tmp_path):
+    """`run` as systemd starts it: a cycle a crash left running is finished first (here: skipped, no new data)."""
+    (tmp_path / "train" / "pretrain").mkdir(parents=True)
+    (tmp_path / "train" / "pretrain" / "result.json").write_text("{}")
+    config = write_config(tmp_path / "daemon.yaml", tmp_path, min_new_episodes=5)
+    cfg = load_config(config)
+    conn = records.connect(cfg.catalog)
+    left = records.new_cycle(conn, cfg.digest(), "", cfg.work)
+    daemon = subprocess.Popen([DAEMON, "--config", str(config), "run"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while records.daemon_state(conn).last_scheduled is None and time.monotonic() < deadline:
+            time.sleep(0.2)   # the schedule is looked at once the left cycle is done
+        assert records.cycle(conn, left.id).status == "skipped"
+        assert records.daemon_state(conn).last_scheduled is not None and len(records.cycles(conn)) == 1
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == -signal.SIGTERM
+    assert "daemon up: cron '0 2 * * *' (Europe/Berlin)" in daemon.stderr.read()
