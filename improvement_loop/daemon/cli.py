@@ -1,7 +1,8 @@
 """`robot-runtime-daemon --config daemon.yaml run | run-now | status [--json] | pause | resume`.
 
 run: the scheduler in the foreground (for systemd): resumes a cycle a crash left running, then starts one
-at each scheduled time (cron in schedule.timezone; after downtime the latest missed time runs once).
+at each scheduled time (cron in schedule.timezone; after downtime the latest missed time runs once); with
+page.serve it serves the fleet page beside it (127.0.0.1:5871 by default; a token off loopback).
 run-now: one cycle now (or the running one resumed), in this process, to its end; refused while another
 process holds the cycle lock. pause: no new cycle starts and a running one stops at its next state
 boundary (it resumes on `resume`). status: the lock's owner, the running cycle and its state, the last
@@ -97,6 +98,22 @@ def _print_status(cfg: DaemonConfig, s: dict) -> None:
             print(f"  {d['kind']}: {'accepted' if d['accepted'] else 'refused'}: {d['reason']}")
 
 
+def _start_page(cfg: DaemonConfig, parser):
+    """The fleet page in a thread of this process, or None when page.serve is off; a page that cannot start
+    (an address in use, no token off loopback) stops the daemon with the reason before any cycle runs."""
+    if not cfg.page.serve:
+        return None
+    from robot_runtime.improvement_loop.page.app import PageError, PageServer, read_token
+
+    try:
+        page = PageServer(cfg.catalog, cfg.page.host, cfg.page.port, read_token(cfg.page.token_file),
+                          store=cfg.store, online_window_s=cfg.page.online_window_s, days=cfg.page.days)
+    except PageError as err:
+        parser.exit(2, f"robot-runtime-daemon: error: page: {err}\n")
+    log.info("fleet page on %s", page.url)
+    return page
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="robot-runtime-daemon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"robot-runtime-daemon: error: {err}\n")
     try:
         if args.command == "run":
-            Scheduler(cfg, conn).serve()
+            page = _start_page(cfg, parser)
+            try:
+                Scheduler(cfg, conn).serve()
+            finally:
+                if page is not None:
+                    page.stop()
         elif args.command == "run-now":
             if records.daemon_state(conn).paused:
                 parser.exit(1, "robot-runtime-daemon: paused: no cycle starts (robot-runtime-daemon resume)\n")

@@ -81,6 +81,16 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Page:
+    serve: bool = True                # `run` serves the fleet page (improvement_loop/page) beside the schedule
+    host: str = "127.0.0.1"           # any other address needs token_file (the page refuses to start without)
+    port: int = 5871
+    token_file: str = ""              # file holding the access token (or ROBOT_RUNTIME_PAGE_TOKEN in the environment)
+    online_window_s: float = 300.0    # a robot is online if it polled within this many seconds
+    days: int = 14                    # days shown in the plots
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     store: str                        # the episode store the ingest server writes
     catalog: str                      # the catalog's SQLite file (episodes, deployments, the daemon's records)
@@ -92,6 +102,7 @@ class DaemonConfig:
     min_new_episodes: int = 20        # fewer new labeled episodes since the last cycle: skipped
     gate: Gate = field(default_factory=Gate)
     canary: Canary = field(default_factory=Canary)
+    page: Page = field(default_factory=Page)
     source: str = ""                  # the file it came from (not a key)
 
     def digest(self) -> str:
@@ -115,7 +126,9 @@ def load_config(path: str | Path) -> DaemonConfig:
     paths = {name: str((path.parent / getattr(cfg, name)).resolve()) for name in ("store", "catalog", "work",
                                                                                     "release_key")}
     training = dataclasses.replace(cfg.training, pretrained=str((path.parent / cfg.training.pretrained).resolve()))
-    cfg = dataclasses.replace(cfg, **paths, training=training, source=str(path.resolve()))
+    page = dataclasses.replace(cfg.page, token_file=str((path.parent / cfg.page.token_file).resolve())
+                               if cfg.page.token_file else "")
+    cfg = dataclasses.replace(cfg, **paths, training=training, page=page, source=str(path.resolve()))
     _check(cfg, path)
     return cfg
 
@@ -193,5 +206,7 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
             problems.append(f"{key} must be at least 1, not {value}")
     if not 0 < cfg.gate.alpha < 1:
         problems.append(f"gate.alpha must be in (0, 1), not {cfg.gate.alpha}")
+    if not 0 <= cfg.page.port <= 65535:
+        problems.append(f"page.port must be in 0..65535, not {cfg.page.port}")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))

@@ -1,4 +1,5 @@
 """Config mistakes are refused with the key and what to write, by the loader and by the CLI (no traceback)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ def _broken(tmp_path, edit) -> Path:
     (lambda d: d["fleet"].update(robots=["../etc"], canary=[]), "robot '../etc' is not allowed"),
     (lambda d: d["gate"].update(rule="vibes"), "gate.rule 'vibes': one of"),
     (lambda d: d["gate"].update(tasks=["fly-v3"]), "gate.tasks ['fly-v3']"),
+    (lambda d: d.update(page={"port": 70000}), "page.port must be in 0..65535, not 70000"),
+    (lambda d: d.update(page={"colour": "blue"}), "unknown key page.'colour'"),
 ])
 def test_mistakes_are_named(tmp_path, edit, message):
     path = _broken(tmp_path, edit)
@@ -53,3 +56,11 @@ def test_the_cli_reports_a_bad_config_without_a_traceback(tmp_path):
     missing = subprocess.run([DAEMON, "--config", str(tmp_path / "nope.yaml"), "status"], capture_output=True,
                              text=True, timeout=60)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_the_page_off_loopback_without_a_token_stops_run_before_any_cycle(tmp_path):
+    path = _broken(tmp_path, lambda d: d.update(page={"host": "0.0.0.0"}))
+    env = {k: v for k, v in os.environ.items() if k != "ROBOT_RUNTIME_PAGE_TOKEN"}
+    done = subprocess.run([DAEMON, "--config", str(path), "run"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "page: page bound to 0.0.0.0" in done.stderr and "needs a token" in done.stderr

@@ -1,9 +1,12 @@
 """The schedule on a fake clock (cron in a time zone, a missed run after downtime runs once) and the cycle lock
 (a second cycle is refused; a lock left by a killed daemon is taken over)."""
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -101,11 +104,19 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert records.daemon_state(conn).lock_pid != holder.pid
 
 
-def test_run_resumes_a_cycle_left_running_and_stops_on_sigterm(tmp_path):
-    """`run` as systemd starts it: a cycle a crash left running is finished first (here: skipped, no new data)."""
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_run_resumes_a_cycle_left_running_serves_the_page_and_stops_on_sigterm(tmp_path):
+    """`run` as systemd starts it: a cycle a crash left running is finished first (here: skipped, no new data),
+    and the fleet page is served beside the schedule and shows that cycle."""
     (tmp_path / "train" / "pretrain").mkdir(parents=True)
     (tmp_path / "train" / "pretrain" / "result.json").write_text("{}")
-    config = write_config(tmp_path / "daemon.yaml", tmp_path, min_new_episodes=5)
+    port = _free_port()
+    config = write_config(tmp_path / "daemon.yaml", tmp_path, min_new_episodes=5, page={"port": port})
     cfg = load_config(config)
     conn = records.connect(cfg.catalog)
     left = records.new_cycle(conn, cfg.digest(), "", cfg.work)
@@ -116,7 +127,11 @@ def test_run_resumes_a_cycle_left_running_and_stops_on_sigterm(tmp_path):
             time.sleep(0.2)   # the schedule is looked at once the left cycle is done
         assert records.cycle(conn, left.id).status == "skipped"
         assert records.daemon_state(conn).last_scheduled is not None and len(records.cycles(conn)) == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=30) as answer:
+            page = json.loads(answer.read())
+        assert [c["id"] for c in page["cycles"]] == [left.id], page["cycles"]
     finally:
         daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == -signal.SIGTERM
-    assert "daemon up: cron '0 2 * * *' (Europe/Berlin)" in daemon.stderr.read()
+    log = daemon.stderr.read()
+    assert "daemon up: cron '0 2 * * *' (Europe/Berlin)" in log and f"fleet page on http://127.0.0.1:{port}" in log
