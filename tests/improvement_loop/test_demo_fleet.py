@@ -22,12 +22,6 @@ TINY = ["--demos", "1", "--rollouts", "2", "--eval-episodes", "2", "--max-steps"
         "--canary-episodes", "2", "--threads", "1"]
 
 
-# The whole fleet (two graphs, ingest, daemon, training children) end to end takes minutes even this small;
-# make test stays within its 30-minute budget without it. `ROBOT_RUNTIME_LONG_TESTS=1 make test` runs it.
-pytestmark = pytest.mark.skipif(os.environ.get("ROBOT_RUNTIME_LONG_TESTS") != "1",
-                                reason="the tiny fleet demo end to end: set ROBOT_RUNTIME_LONG_TESTS=1 to run it")
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
