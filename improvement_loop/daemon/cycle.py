@@ -18,7 +18,6 @@ cycle (r<id>-<time>). Bundle labels (model_id@version) name releases in the reco
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
+from robot_runtime.bringup.launcher import stop_with_parent
 from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeStore, checked_episode_id
 from robot_runtime.files import write_json_atomic
@@ -171,7 +171,7 @@ class CycleRunner:
         with open(logs / f"{stage}.log", "ab") as err, open(logs / f"{stage}.json", "wb") as out:
             err.write(f"\n$ {' '.join(cmd)}\n".encode())
             err.flush()
-            done = subprocess.run(cmd, stdout=out, stderr=err, preexec_fn=_die_with_parent,
+            done = subprocess.run(cmd, stdout=out, stderr=err, preexec_fn=stop_with_parent,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
             tail = (logs / f"{stage}.log").read_text(errors="replace").strip().splitlines()[-3:]
@@ -283,9 +283,3 @@ def _log_text(c: records.Cycle, name: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the daemon dies (Linux prctl PR_SET_PDEATHSIG), so a killed daemon leaves
-    no training running that its restart would race; torchrun passes it on to its workers."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)

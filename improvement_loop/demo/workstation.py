@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from robot_runtime.bringup.launcher import _stop_with_parent as stop_with_parent
+from robot_runtime.bringup.launcher import stop_with_parent
 from robot_runtime.fleet import keys
 from robot_runtime.fleet.releases import Release, sign_bundle
 from robot_runtime.improvement_loop.daemon import records

@@ -38,9 +38,9 @@ from robot_runtime.bringup.graph import (
 LIFECYCLE_MODES = ("auto", "manual")
 
 
-def _stop_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM this node if the launcher dies, so a killed
-    launcher never leaves nodes running (and driving a robot) on their own."""
+def stop_with_parent() -> None:
+    """In the child before exec (`preexec_fn`): ask Linux to SIGTERM it when its parent dies, so a killed
+    launcher, daemon or demo never leaves nodes (driving a robot) or training running on their own."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -84,7 +84,7 @@ class GraphProcesses:
             log = open(self.log_dir / f"{spec.name}.log", "w")
             self.processes[spec.name] = subprocess.Popen(
                 self.command(spec, overrides_file), stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                preexec_fn=_stop_with_parent)
+                preexec_fn=stop_with_parent)
         return self
 
     def check(self) -> None:
