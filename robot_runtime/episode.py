@@ -260,16 +260,18 @@ class EpisodeWriter:
         # that never exceeds what is on disk.
         write_json_atomic(self.path / PROGRESS, {"rows": self.steps}, indent=None)
 
-    def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> Path:
+    def commit(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False,
+               end_time: float | None = None) -> Path:
         """Make the episode visible to readers. Returns its committed path. `truncated`: it was cut
-        short (the recorder stopped mid-episode), so its end says nothing about the task."""
+        short (the recorder stopped mid-episode), so its end says nothing about the task; `end_time`
+        (default: now) is given when the episode ended earlier (a transcoded copy)."""
         if outcome not in OUTCOMES:
             raise EpisodeError(f"{self.path}: outcome '{outcome}' is not one of {OUTCOMES}")
         self._flush_buffer()
         self.metadata.outcome = outcome
         self.metadata.end_reason = end_reason
         self.metadata.truncated = truncated
-        self.metadata.end_time = time.time()
+        self.metadata.end_time = time.time() if end_time is None else end_time
         self.metadata.extra.update(extra or {})
         self._group.attrs.update(self._attributes())
         _seal(self.path, self.metadata.episode_id, self.steps)
@@ -376,6 +378,7 @@ class Episode:
         problems = _attribute_problems(attrs, self.record.schema_version) + problems
         if problems:
             raise _refused(self.path, problems)
+        self.attributes = attrs  # as recorded; `meta` is them with the operator's label over them
         self.meta = {**attrs, **label}
         self.layout = EpisodeLayout.from_json(attrs["layout"])
         self.codecs = {camera: CameraCodec.from_json(attrs[CODEC_ATTR][camera]) if CODEC_ATTR in attrs

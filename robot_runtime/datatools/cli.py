@@ -4,13 +4,16 @@
     robot-runtime-episodes inspect STORE ID [--json]
     robot-runtime-episodes validate STORE [--strict] [--quarantine]
     robot-runtime-episodes export STORE ID --format npz|mp4|html --out PATH
+    robot-runtime-episodes export STORE [ID...] --format store --codec h264:26 [--codec CAMERA=jpeg:90] --out STORE2
     robot-runtime-episodes view STORE ID --out episode.html
     robot-runtime-episodes import-bag BAG --mapping MAPPING.yaml --store STORE [--dry-run]
 
 `validate` checks every file of every committed episode against its commit.json, then the
 attributes, labels and rows; it exits 1 and prints one line per problem,
 `<episode>/<file, array or attribute>: what is wrong`; `--quarantine` moves those episodes
-into the store's quarantine/.
+into the store's quarantine/. `export --format store` transcodes episodes (default: all) into
+another store with other camera codecs (`CODEC[:QUALITY]` for every camera, `CAMERA=CODEC[:QUALITY]`
+for one; a camera not named keeps its codec), keeping ids, rows, metadata and labels.
 """
 from __future__ import annotations
 
@@ -261,7 +264,13 @@ def export_npz(ep: Episode, out: Path) -> Path:
 
 
 def cmd_export(args) -> int:
-    ep = _open_episode(args.store, args.episode_id)
+    if args.format == "store":
+        return _export_store(args)
+    if len(args.episode_id) != 1:
+        raise _Failure(f"--format {args.format} writes one episode: give exactly one id")
+    if args.codec:
+        raise _Failure("--codec is for --format store")
+    ep = _open_episode(args.store, args.episode_id[0])
     out = Path(args.out)
     if args.format == "npz":
         export_npz(ep, out)
@@ -273,8 +282,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _export_store(args) -> int:
+    from robot_runtime.capture.codecs import CodecError
+    from robot_runtime.datatools.transcode import parse_codec_choices, transcode_store
+
+    if not args.codec:
+        raise _Failure("--format store needs --codec (e.g. --codec h264:26)")
+    try:
+        choices = parse_codec_choices(args.codec)
+    except CodecError as err:
+        raise _Failure(str(err)) from None
+    started = time.monotonic()
+    report = transcode_store(_open_store(args.store), EpisodeStore(args.out), choices,
+                             args.episode_id or None, args.skip_existing)
+    for episode_id, why in report.failed.items():
+        print(f"{episode_id}: not transcoded: {why}", file=sys.stderr)
+    print(f"{len(report.written)} episode(s) written to {args.out}, {len(report.skipped)} already there, "
+          f"{len(report.failed)} failed, in {time.monotonic() - started:.1f} s")
+    return 1 if report.failed else 0
+
+
 def cmd_view(args) -> int:
     args.format = "html"
+    args.episode_id, args.codec = [args.episode_id], []
     return cmd_export(args)
 
 
@@ -389,13 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move every episode with a problem into the store's quarantine/")
     p.set_defaults(func=cmd_validate)
 
-    for name, help_text in (("export", "write one episode as npz, mp4 or html"),
+    for name, help_text in (("export", "write one episode as npz, mp4 or html, or episodes into another store "
+                                       "with other camera codecs"),
                             ("view", "write the HTML viewer page of one episode")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("store")
-        p.add_argument("episode_id")
         if name == "export":
-            p.add_argument("--format", choices=("npz", "mp4", "html"), required=True)
+            p.add_argument("episode_id", nargs="*", help="one for npz/mp4/html; for store, default all")
+            p.add_argument("--format", choices=("npz", "mp4", "html", "store"), required=True)
+            p.add_argument("--codec", action="append", default=[], metavar="[CAMERA=]CODEC[:QUALITY]",
+                           help="store: the new camera codec (lossless, jpeg, h264, av1)")
+            p.add_argument("--skip-existing", action="store_true", help="store: leave episodes already in OUT")
+        else:
+            p.add_argument("episode_id")
         p.add_argument("--out", required=True)
         p.add_argument("--max-frames", type=int, default=150, help="HTML: frames kept per camera")
         p.set_defaults(func=cmd_export if name == "export" else cmd_view)
