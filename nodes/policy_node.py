@@ -437,7 +437,8 @@ class PolicyNode(LifecycleNode):
         self._publish_command(stamp, command, result.inline_ms)
 
     def _publish_command(self, stamp: int, command: np.ndarray, inline_ms: float = 0.0) -> None:
-        self.command_pub.publish(ros_io.joint_state_msg(self.runner.manifest.action_names, command, stamp))
+        self.command_pub.publish(ros_io.joint_state_msg(self.runner.manifest.action_names, command, stamp,
+                                                        self.runner.bundle.label))
         self._command_sent.set()
         self._tick_times.append(time.monotonic())
         self._e2e_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)

@@ -242,9 +242,14 @@ class RecorderNode(LifecycleNode):
         for step in self.assembler.ready(final=True):
             self.recorder.add(step)
         counts = self.assembler.counts
-        self.recorder.end(outcome, reason, {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
-                                            "uncommanded_observations": counts.uncommanded_observations},
-                          truncated)
+        extra = {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
+                 "uncommanded_observations": counts.uncommanded_observations}
+        version = None  # the version announced at the start stands when no proposal named its bundle
+        if counts.policy_versions:
+            version = max(counts.policy_versions, key=counts.policy_versions.get)
+            if len(counts.policy_versions) > 1:
+                extra["policy_versions"] = dict(counts.policy_versions)  # steps proposed by each bundle
+        self.recorder.end(outcome, reason, extra, truncated, version)
         self.recording = False
 
     def _on_image(self, camera: str, stamp: int, image) -> None:
@@ -273,7 +278,7 @@ class RecorderNode(LifecycleNode):
     def _on_policy_command(self, msg: JointState) -> None:
         stamp, action = self._vector(msg, self.layout.action_names)
         if stamp is not None:
-            self.assembler.add_policy_command(stamp, action)
+            self.assembler.add_policy_command(stamp, action, ros_io.bundle_label(msg.header.frame_id))
 
     def _on_executed(self, msg: JointState) -> None:
         stamp, action = self._vector(msg, self.layout.action_names)

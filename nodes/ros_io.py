@@ -9,7 +9,8 @@ executed command (`robot/command`) `header.frame_id` names its source,
 `policy` or `operator`, which is how the intervention flag travels atomically
 with the command it describes. A robot driver that can report what it actually
 applied publishes it on `robot/executed` (same layout; `frame_id` `hold` when no
-command came in time), and the recorder prefers that record.
+command came in time), and the recorder prefers that record. The policy's proposals
+(`policy/command`) carry the bundle that made them, `model@version`, in `frame_id`.
 
 Events, status and labels are JSON in std_msgs/String, typed by `robot_runtime.messages`.
 Camera frames are converted in `robot_runtime.nodes.images`.
@@ -28,6 +29,8 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+
+from robot_runtime.files import UnsafeNameError, check_name
 
 STATE_TOPIC = "joint_states"
 EPISODE_EVENTS_TOPIC = "episode/events"
@@ -96,6 +99,15 @@ def image_msg(image: np.ndarray, ns: int, frame_id: str) -> Image:
     msg.step = msg.width * 3
     msg.data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
     return msg
+
+
+def bundle_label(frame_id: str) -> str:
+    """The `model@version` a policy proposal names, or "" when it names none or something that is not one."""
+    model, at, version = frame_id.partition("@")
+    try:
+        return check_name(model, "model") + at + check_name(version, "version") if at else ""
+    except UnsafeNameError:
+        return ""
 
 
 def joint_state_msg(names: Iterable[str], values: np.ndarray, ns: int, frame_id: str = "") -> JointState:

@@ -94,8 +94,8 @@ class Report:
         mislabeled = [r for r in ran if r.recorded and r.policy not in (r.recorded, "operator")]
         for r in mislabeled:
             self.notes.append(f"{stage}: {r.robot}'s episode {r.episode_id} ran {r.policy} but was recorded as "
-                              f"{r.recorded} (the first episode after a hot swap: the recorder takes the version "
-                              "at the episode's start, policy_node swaps at its first tick)")
+                              f"{r.recorded} (the recorder credits an episode to the bundle its policy proposals "
+                              "name; this one's did not name the bundle that ran)")
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -11,7 +11,7 @@ counted, never silently written.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class AssemblyCounts:
     commands: int = 0
     uncommanded_observations: int = 0
     incomplete_steps: int = 0
+    policy_versions: dict[str, int] = field(default_factory=dict)  # steps per bundle that proposed their action
 
 
 class StepAssembler:
@@ -36,7 +37,7 @@ class StepAssembler:
         self._states: dict[int, np.ndarray] = {}
         self._images: dict[str, dict[int, np.ndarray]] = {c: {} for c in layout.cameras}
         self._commands: dict[int, tuple[np.ndarray, str]] = {}
-        self._policy: dict[int, np.ndarray] = {}
+        self._policy: dict[int, tuple[np.ndarray, str]] = {}
         self._emitted_up_to = -1
 
     def _tables(self) -> list[dict]:
@@ -72,9 +73,11 @@ class StepAssembler:
             self.counts.commands += stamp_ns not in self._commands
             self._commands[stamp_ns] = (action, source)
 
-    def add_policy_command(self, stamp_ns: int, action: np.ndarray) -> None:
+    def add_policy_command(self, stamp_ns: int, action: np.ndarray, version: str = "") -> None:
+        """The policy's proposal for the observation stamped `stamp_ns`; `version` the bundle that made it
+        (`model@version`, "" when unknown), so an episode is credited to the bundle that drove it."""
         if stamp_ns > self._emitted_up_to:
-            self._policy[stamp_ns] = action
+            self._policy[stamp_ns] = (action, version)
 
     def _frames(self, stamp: int) -> dict[str, np.ndarray] | None:
         frames = {}
@@ -96,9 +99,11 @@ class StepAssembler:
             if state is None or frames is None:
                 self.counts.incomplete_steps += 1
                 continue
+            proposal, version = self._policy.pop(stamp, (None, ""))
+            if version:
+                self.counts.policy_versions[version] = self.counts.policy_versions.get(version, 0) + 1
             steps.append(Step(timestamp=stamp * 1e-9, images=frames, state=state, action=action,
-                              policy_action=self._policy.pop(stamp, None), intervention=source == OPERATOR,
-                              held=source == HOLD))
+                              policy_action=proposal, intervention=source == OPERATOR, held=source == HOLD))
         self.counts.steps += len(steps)
         if stamps:  # observations after the last command may already belong to the next episode
             self._forget_through(stamps[-1])

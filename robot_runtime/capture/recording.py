@@ -63,8 +63,11 @@ class AsyncRecorder:
             self._dropped_this_episode += 1
             return False
 
-    def end(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False) -> None:
-        self._queue.put(("end", (outcome, end_reason, dict(extra or {}), truncated)))
+    def end(self, outcome: str, end_reason: str = "", extra: dict | None = None, truncated: bool = False,
+            policy_version: str | None = None) -> None:
+        """Commit the episode; `policy_version`, when given, replaces the one it began with (the bundle
+        that actually proposed its actions: a hot swap lands at the episode's first tick)."""
+        self._queue.put(("end", (outcome, end_reason, dict(extra or {}), truncated, policy_version)))
 
     @property
     def queue_depth(self) -> int:
@@ -101,11 +104,13 @@ class AsyncRecorder:
                 return
             self.stats.written_steps += 1
         elif kind == "end" and self._writer is not None:
-            outcome, reason, extra, truncated = payload
+            outcome, reason, extra, truncated, policy_version = payload
             writer, self._writer = self._writer, None
             if writer.steps == 0:
                 writer.discard()
                 return
+            if policy_version is not None:
+                writer.metadata.policy_version = policy_version
             extra["dropped_steps"] = self._dropped_this_episode
             path = writer.commit(outcome, reason, extra, truncated)
             self.stats.committed.append(path)

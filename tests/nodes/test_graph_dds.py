@@ -76,6 +76,17 @@ def test_demonstrations_then_policy_with_corrections(graph):
     np.testing.assert_allclose(ep.array("action")[autonomous], policy[autonomous], atol=1e-6)
     client.wait_for(lambda: client.policy_status.get("inferences", 0) > 0, 10, "policy status")
 
+    # A hot swap between episodes lands at the next episode's first tick, after the recorder has
+    # heard the start: the episode is credited to the bundle whose proposals it recorded.
+    swapped = make_reference_bundle(root / "bundle2", version="e2e2")
+    client.set_parameters("policy_node", {"bundle_path": str(swapped.path)})
+    client.wait_for(lambda: client.policy_status.get("staged") == "reference@e2e2", 20, "the new bundle staged")
+    assert client.policy_status["version"] == "e2e"  # still serving the old one until the next tick
+    end, commit = client.run_episode(timeout=60)
+    ep = store.open(commit["episode_id"])
+    assert ep.meta["policy_version"] == "reference@e2e2", ep.meta["extra"].get("policy_versions")
+    assert "policy_versions" not in ep.meta["extra"]  # no proposal of the old bundle in it
+
 
 def test_policy_node_refuses_a_bad_bundle_and_keeps_the_good_one(graph):
     client, processes, root, store = graph

@@ -49,3 +49,17 @@ def test_assembler_counts_commands_without_complete_observation():
     assert asm.counts.incomplete_steps == 1
     asm.add_state(150, np.array([0.0], np.float32))  # late message for a finished stamp is ignored
     assert asm.ready(final=True) == []
+
+
+def test_each_step_is_credited_to_the_bundle_that_proposed_it():
+    asm = StepAssembler(LAYOUT)
+    for stamp, version in ((100, "m@1"), (200, "m@2"), (300, "m@2"), (400, "")):
+        observe(asm, stamp)
+        asm.add_policy_command(stamp, np.array([0.0], np.float32), version)
+        asm.add_command(stamp, np.array([0.0], np.float32), POLICY)
+    observe(asm, 500)  # an operator step: no proposal
+    asm.add_command(500, np.array([0.0], np.float32), OPERATOR)
+    assert len(asm.ready(final=True)) == 5
+    assert asm.counts.policy_versions == {"m@1": 1, "m@2": 2}
+    asm.restart(600)
+    assert asm.counts.policy_versions == {}
