@@ -172,11 +172,12 @@ def decide(candidate: dict, incumbent: dict | None, offline: dict, cfg: Gate) ->
     if cs is not None and is_ is not None and cs > is_ * (1 + cfg.steps_margin):
         worse.append(f"steps to success {cs:.0f} vs {is_:.0f}")
     head = f"success {c['success_rate']:.0%} vs {i['success_rate']:.0%}: {why}"
+    passed, failed = ("not worse", "worse") if cfg.rule == "not_worse" else ("better", "not better")
     if not better:
-        return Verdict(False, f"not better: {head}", numbers)
+        return Verdict(False, f"{failed}: {head}", numbers)
     if worse:
         return Verdict(False, f"{head}, but worse on " + " and ".join(worse), numbers)
-    return Verdict(True, f"better: {head}", numbers)
+    return Verdict(True, f"{passed}: {head}", numbers)
 
 
 def evaluate(candidate_path: str, incumbent_path: str | None, cfg: Gate, store: EpisodeStore,

@@ -30,7 +30,7 @@ def test_a_worse_candidate_is_shown_refused_by_the_gate():
                          "numbers": verdict.numbers}]
     text = render(report)
     assert not verdict.accepted
-    assert "**gate: refused**: not better: success 19% vs 56%" in text
+    assert "**gate: refused**: worse: success 19% vs 56%: not worse by more than" in text
     assert "candidate 3/16; incumbent 9/16" in text
     assert "| gate: candidate | simulated, layouts 100000+ | vla@r1 | 16 | 19% |" in text
     assert "| rollouts + corrections | r2 | vla@r0 | 1 | 0% | 0%-79% | 33.3% | - |" in text

@@ -40,8 +40,10 @@ def test_equal_policies_pass_only_the_not_worse_rule(world):
     same = evaluate(world["still"], world["still"], CFG, world["store"], world["ids"], world["robots"])
     assert not same.accepted and "one-sided test p = 1" in same.reason
     figures = same.numbers["candidate"], same.numbers["incumbent"]
-    for rule, accepted in (("wilson", False), ("not_worse", True)):
-        assert decide(*figures, same.numbers["offline"], replace(CFG, rule=rule)).accepted == accepted
+    for rule, accepted, reason in (("wilson", False, "not better: success 0% vs 0%: Wilson intervals"),
+                                   ("not_worse", True, "not worse: success 0% vs 0%: not worse by more than")):
+        verdict = decide(*figures, same.numbers["offline"], replace(CFG, rule=rule))
+        assert verdict.accepted == accepted and verdict.reason.startswith(reason), verdict.reason
 
 
 def test_first_release_needs_the_minimum_success(world):
