@@ -45,7 +45,8 @@ def codecs_for(episode: Episode, choices: dict[str | None, CameraCodec]) -> dict
     """Each camera's new codec: its own choice, else the default choice, else the codec it has."""
     unknown = {camera for camera in choices if camera is not None} - set(episode.layout.cameras)
     if unknown:
-        raise EpisodeError(f"{episode.episode_id}: no camera(s) {sorted(unknown)} (it has {list(episode.layout.cameras)})")
+        raise EpisodeError(f"{episode.episode_id}: no camera(s) {sorted(unknown)} "
+                           f"(it has {list(episode.layout.cameras)})")
     return {camera: choices.get(camera, choices.get(None, episode.codecs[camera])) for camera in episode.layout.cameras}
 
 
@@ -69,7 +70,8 @@ def transcode_episode(episode: Episode, target: EpisodeStore, codecs: dict[str, 
                                    rows["state"][i], rows["action"][i], rows["policy_action"][i],
                                    bool(rows["intervention"][i]), bool(rows["held"][i])))
         # The recorded outcome, not the label's override (the label is copied beside it below).
-        path = writer.commit(episode.attributes["outcome"], meta["end_reason"], truncated=meta["truncated"], end_time=meta["end_time"])
+        path = writer.commit(episode.attributes["outcome"], meta["end_reason"], truncated=meta["truncated"],
+                             end_time=meta["end_time"])
     except BaseException:
         writer.discard()
         raise
