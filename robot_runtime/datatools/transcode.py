@@ -94,11 +94,12 @@ def transcode_store(source: EpisodeStore, target: EpisodeStore, choices: dict[st
     if source.root.resolve() == target.root.resolve():
         raise EpisodeError(f"{source.root}: transcode into another store; the source is never rewritten")
     report = TranscodeReport()
-    existing = set(target.episode_ids())
-    for episode_id in episode_ids if episode_ids is not None else source.episode_ids():
+    wanted = episode_ids if episode_ids is not None else source.episode_ids()
+    existing = set(target.episode_ids()) & set(wanted)
+    if existing and not skip_existing:  # refused before anything is written
+        raise EpisodeError(f"{target.root}: already holds episode(s) {sorted(existing)} (use --skip-existing)")
+    for episode_id in wanted:
         if episode_id in existing:
-            if not skip_existing:
-                raise EpisodeError(f"{target.root}: already holds episode {episode_id} (use --skip-existing)")
             report.skipped.append(episode_id)
             continue
         try:
