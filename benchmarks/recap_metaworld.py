@@ -4,6 +4,7 @@
     python benchmarks/recap_metaworld.py --tasks push-v3,hammer-v3 --seeds 1 --demos 6 --out /tmp/two_tasks
     python benchmarks/recap_metaworld.py --obs pixels --tasks push-v3 --seeds 1 --out benchmarks/results/recap_pixels
     python benchmarks/recap_metaworld.py --quick --out /tmp/recap_quick                 # a ~1 min smoke run
+    python benchmarks/recap_metaworld.py --obs pixels --rounds 0 --image-codec h264:26 --out /tmp/bc_h264  # round-0 BC
 
 `--tasks` takes any MetaWorld v3 task with a scripted expert (metaworld.policies.ENV_POLICY_MAP).
 
@@ -24,6 +25,7 @@ Per task and seed:
            (the baselines are `improvement_loop.baselines`); with `--guided K` the cycle also trains
            its chunk critic and `recap_guided` is the RECAP bundle (beta 1) executing the best of K
            sampled chunks as the critic ranks them (value-guided execution, runtime/guidance.py).
+  `--rounds 0` stops after round 0 (the BC policy's evaluation).
   every policy is evaluated without the operator on the same `--eval-episodes` held-out layouts
   (seeds EVAL_SEED_BASE + i: identical for every method, round and training seed, never used for
   demonstrations, rollouts or the demonstration search).
@@ -37,8 +39,9 @@ calibration error).
 Everything runs through the product's code: `MetaWorldRobot`, `ScriptedOperator`, `run_episode`
 (PolicyRunner on ONNX Runtime, executed by the robot's PolicyExecutor in synchronous mode with
 policy_node's execution horizon, blending and real-time-chunking prefix; EpisodeWriter into a Zarr
-EpisodeStore), `pretrain` / `round_data` / `train_round` and the exported bundles. No DDS: the
-simulator steps as fast as it can.
+EpisodeStore, its cameras stored with `--image-codec CODEC[:QUALITY]` (default lossless), so that
+training reads the frames back through that codec as it would from a robot's recorder), `pretrain` /
+`round_data` / `train_round` and the exported bundles. No DDS: the simulator steps as fast as it can.
 
 Observations: `--obs state` gives the policy and value the 21 named state entries (hand, gripper,
 object poses, goal) and no cameras; `--obs pixels` adds the product's two 96x96 cameras (corner,
@@ -92,6 +95,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_runtime.capture.codecs import CameraCodec, CodecError
+from robot_runtime.datatools.transcode import parse_codec_choices
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import UnsafeNameError, check_name, write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig
@@ -168,6 +173,7 @@ class BenchConfig:
     guided: int = 0                 # K > 1: also evaluate RECAP with value-guided execution over K candidates
     corrections: bool = True        # False: rounds collect autonomous episodes only (no operator)
     diagnostics: bool = True        # last round only: BC on RECAP's positive rows (labels without conditioning)
+    image_codec: CameraCodec = field(default_factory=CameraCodec)   # how the store keeps the cameras' frames
 
     def demos_for(self, task: str) -> int | dict:
         """The fixed count, or the search's settings and start."""
@@ -183,6 +189,7 @@ class BenchConfig:
             "obs": self.obs, "max_steps": self.max_steps, "diagnostics": self.diagnostics, "executor": EXECUTOR,
             **({} if self.corrections else {"corrections": False}),
             **({"guided": self.guided} if self.guided else {}),
+            **({} if self.image_codec.lossless else {"image_codec": self.image_codec.to_json()}),
             "cycle": {k: v for k, v in asdict(cycle_config(self, 0)).items()
                       if not (k in NEUTRAL_CYCLE_FIELDS and v == NEUTRAL_CYCLE_FIELDS[k])}}))
 
@@ -222,10 +229,10 @@ def load_runner(bundle_path: str, seed: int, beta: float | None = None, candidat
 
 def run_many(robot: MetaWorldRobot, layouts: range, policy: PolicyRunner | None = None,
              operator: ScriptedOperator | None = None, store: EpisodeStore | None = None,
-             campaign: str = "") -> list[RolloutResult]:
+             campaign: str = "", image_codec: CameraCodec | None = None) -> list[RolloutResult]:
     executor = PolicyExecutor(policy, realtime=False) if policy is not None else None
-    return [run_episode(robot, seed, executor, operator, store, campaign=campaign, control_rate_hz=CONTROL_RATE_HZ)
-            for seed in layouts]
+    return [run_episode(robot, seed, executor, operator, store, campaign=campaign, control_rate_hz=CONTROL_RATE_HZ,
+                        image_codec=image_codec) for seed in layouts]
 
 
 def outcome_summary(results: list[RolloutResult]) -> dict:
@@ -290,7 +297,8 @@ def demonstrate_and_pretrain(task: str, seed: int, count: int, cfg: BenchConfig,
     store = EpisodeStore(home / "episodes")
     base = 100_000 * (seed + 1)
     demonstrator = ScriptedOperator(task, OperatorConfig(mode="demonstrate", action_noise=cfg.demo_noise, seed=seed))
-    demos = run_many(robot, range(base, base + count), operator=demonstrator, store=store, campaign="demonstrations")
+    demos = run_many(robot, range(base, base + count), operator=demonstrator, store=store, campaign="demonstrations",
+                     image_codec=cfg.image_codec)
     return Start(count, store, work, pretrain(store.root, work, cycle_config(cfg, seed)), demos)
 
 
@@ -383,7 +391,7 @@ def run_task_seed(task: str, seed: int, cfg: BenchConfig) -> dict:
                          if cfg.corrections else None)
             layouts = range(base + 1000 * k, base + 1000 * k + cfg.rollouts)
             collected = run_many(robot, layouts, load_runner(collector.bundle_path, seed, beta=1.0 if k > 1 else None),
-                                 corrector, store, campaign=f"round {k} rollouts")
+                                 corrector, store, campaign=f"round {k} rollouts", image_codec=cfg.image_codec)
             rollouts = outcome_summary(collected)
             autonomous = sum(r.success and r.intervention_steps == 0 for r in collected)
             log.info("%s round %d: %d rollouts by %s, %d successful (%d without help), "
@@ -783,6 +791,7 @@ def write_report(cfg: BenchConfig, results: dict[tuple[str, int], dict], started
                if cfg.demos == "auto" else {}),
             "labels": cfg.labels, "labels_decided": "before any evaluation episode, from "
                                                     "benchmarks/results/label_quality/analysis.md",
+            "image_codec": cfg.image_codec.to_json(),
             "rollouts_per_round": cfg.rollouts, "max_steps": cfg.max_steps, "control_rate_hz": CONTROL_RATE_HZ,
             "executor": EXECUTOR,
             "collector": "round 1: the round-0 BC policy; round k > 1: RECAP (beta 1) of round k-1",
@@ -793,7 +802,7 @@ def write_report(cfg: BenchConfig, results: dict[tuple[str, int], dict], started
         },
         "table": table,
         "diagnostics": aggregate_diagnostics(runs),
-        "target": target_check(table, list(runs), cfg.rounds),
+        "target": target_check(table, list(runs), cfg.rounds) if cfg.rounds else {},   # round 0 only: no target
         "runs": {task: [{k: v for k, v in run.items() if k != "fingerprint"} for run in seeds]
                  for task, seeds in runs.items()},
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -880,6 +889,17 @@ def check_tasks(text: str) -> tuple[str, ...]:
     return tasks
 
 
+def parse_image_codec(text: str) -> CameraCodec:
+    """`CODEC[:QUALITY]`, one codec for every camera; anything else is refused with what is offered."""
+    try:
+        choices = parse_codec_choices([text])
+    except CodecError as err:
+        raise BenchError(f"--image-codec: {err}") from None
+    if None not in choices:
+        raise BenchError(f"--image-codec {text!r}: one codec for every camera (CODEC[:QUALITY]), not per camera")
+    return choices[None]
+
+
 def config_from(args: argparse.Namespace) -> BenchConfig:
     q = args.quick
     tasks = check_tasks(args.tasks) if args.tasks else (("push-v3",) if q else DEFAULT_TASKS)
@@ -890,7 +910,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     if args.demo_tries is not None:
         search = replace(search, tries=args.demo_tries)
     cfg = BenchConfig(
-        tasks=tasks, rounds=args.rounds or (1 if q else 3), seeds=args.seeds or (1 if q else 3),
+        tasks=tasks, rounds=(1 if q else 3) if args.rounds is None else args.rounds,
+        seeds=args.seeds or (1 if q else 3),
         eval_episodes=args.eval_episodes or (4 if q else 50),
         demos="auto" if demos_text == "auto" else parse_demos(demos_text, tasks), demo_search=search,
         demo_noise=args.demo_noise, rollouts=args.rollouts or (4 if q else BenchConfig.rollouts), obs=args.obs,
@@ -898,12 +919,16 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         work=args.work or Path(f"/tmp/recap_metaworld_{args.obs}{'_quick' if q else ''}"), quick=q,
         policy_steps=args.policy_steps, value_steps=args.value_steps, labels=args.labels, jobs=args.jobs,
         guided=args.guided,
-        diagnostics=not args.no_diagnostics, corrections=not args.no_corrections)
+        diagnostics=not args.no_diagnostics, corrections=not args.no_corrections,
+        image_codec=parse_image_codec(args.image_codec))
     problems = [(cfg.seeds > MAX_SEEDS, f"--seeds {cfg.seeds}: at most {MAX_SEEDS} (training layouts would reach "
                                         "the evaluation layouts)"),
                 (cfg.eval_episodes > CALIBRATION_SEED_BASE - EVAL_SEED_BASE,
                  "--eval-episodes would reach the calibration layouts"),
                 (cfg.jobs < 1, f"--jobs must be >= 1, got {cfg.jobs}"),
+                (cfg.rounds < 0, f"--rounds must be >= 0, got {cfg.rounds}"),
+                (not cfg.image_codec.lossless and cfg.obs != "pixels",
+                 f"--image-codec {args.image_codec}: --obs state records no cameras; use --obs pixels"),
                 (cfg.guided != 0 and not 2 <= cfg.guided <= MAX_CANDIDATES,
                  f"--guided must be 0 (off) or from 2 to {MAX_CANDIDATES}, got {cfg.guided}"),
                 (search.episodes < 1 or search.tries < 1, "--calibration-episodes and --demo-tries must be >= 1")]
@@ -917,7 +942,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=None, help="comma-separated MetaWorld v3 tasks with a scripted expert "
                                                       f"(default {','.join(DEFAULT_TASKS)})")
-    parser.add_argument("--rounds", type=int, default=None, help="improvement rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="improvement rounds (default 3; 0: round-0 BC only, no rollouts)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default 3)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="held-out episodes per point (default 50)")
     parser.add_argument("--demos", default=None,
@@ -930,6 +956,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="operator action noise in demos")
     parser.add_argument("--rollouts", type=int, default=None, help="autonomous episodes with corrections per round")
     parser.add_argument("--obs", choices=("state", "pixels"), default="state")
+    parser.add_argument("--image-codec", default="lossless", metavar="CODEC[:QUALITY]",
+                        help="--obs pixels: how the store keeps the cameras (lossless, jpeg, h264, av1; e.g. h264:26; "
+                             "default lossless); training decodes them as it would a robot's episodes")
     parser.add_argument("--max-steps", type=int, default=BenchConfig.max_steps)
     parser.add_argument("--labels", choices=sorted(RECIPES), default="candidate",
                         help="RECAP's label recipe (default candidate: GAE 0.95, Youden, 3-member value ensemble)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.episode import EpisodeLayout, EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.sim.metaworld_robot import ACTION_NAMES, STATE_NAMES, MetaWorldRobot
@@ -36,8 +37,10 @@ def sim_layout(robot: MetaWorldRobot) -> EpisodeLayout:
 
 def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None = None,
                 operator: ScriptedOperator | None = None, store: EpisodeStore | None = None,
-                campaign: str = "", control_rate_hz: float = 20.0) -> RolloutResult:
-    """Run one episode from layout `seed`; record it into `store` if given.
+                campaign: str = "", control_rate_hz: float = 20.0,
+                image_codec: CameraCodec | None = None) -> RolloutResult:
+    """Run one episode from layout `seed`; record it into `store` if given, every camera with
+    `image_codec` (default lossless), so that training reads the frames a robot's recorder would keep.
 
     `policy` is a synchronous `PolicyExecutor(runner, realtime=False)`; its execution
     horizon and blend steps default to policy_node's. Each step the operator (if any)
@@ -56,10 +59,12 @@ def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None 
         policy.start_episode(robot.instruction)
     writer = None
     if store is not None:
-        writer = store.writer(sim_layout(robot), EpisodeMetadata(
+        layout = sim_layout(robot)
+        writer = store.writer(layout, EpisodeMetadata(
             task=robot.instruction, robot_id="sim-inprocess", control_rate_hz=control_rate_hz,
             policy_version=policy.runner.bundle.label if policy else "",
-            extra={"env_name": robot.config.env_name, "seed": seed, "campaign": campaign}))
+            extra={"env_name": robot.config.env_name, "seed": seed, "campaign": campaign}),
+            codecs=dict.fromkeys(layout.cameras, image_codec) if image_codec else None)
     interventions = 0
     was_engaged = False
     step_time = 1.0 / control_rate_hz
