@@ -95,8 +95,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_runtime.capture.codecs import CameraCodec, CodecError
-from robot_runtime.datatools.transcode import parse_codec_choices
+from robot_runtime.capture.codecs import CameraCodec, CodecError, parse_codec_choices
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import UnsafeNameError, check_name, write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig

@@ -86,6 +86,25 @@ class CameraCodec:
         return {"serializer": codec, "compressors": None}
 
 
+def parse_codec_choices(choices: list[str], cameras: tuple[str, ...] | None = None) -> dict[str | None, CameraCodec]:
+    """`CODEC[:QUALITY]` (every camera) and `CAMERA=CODEC[:QUALITY]` (one camera) -> {camera or None: codec}."""
+    parsed: dict[str | None, CameraCodec] = {}
+    for choice in choices:
+        camera, _, spec = choice.rpartition("=")
+        name, _, quality = spec.partition(":")
+        try:
+            level = int(quality) if quality else None
+        except ValueError:
+            raise CodecError(f"{choice!r}: quality {quality!r} is not an integer") from None
+        key = camera or None
+        if key in parsed:
+            raise CodecError(f"{choice!r}: {'camera ' + camera if camera else 'the default codec'} is given twice")
+        if cameras is not None and key is not None and key not in cameras:
+            raise CodecError(f"{choice!r}: no camera {camera!r} (cameras: {list(cameras)})")
+        parsed[key] = CameraCodec(name, level)
+    return parsed
+
+
 class _FramesCodec(ArrayBytesCodec):
     """Chunks of uint8 [frames, height, width, 3] <-> a frame count and length-prefixed packets."""
 

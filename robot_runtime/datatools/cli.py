@@ -283,8 +283,8 @@ def cmd_export(args) -> int:
 
 
 def _export_store(args) -> int:
-    from robot_runtime.capture.codecs import CodecError
-    from robot_runtime.datatools.transcode import parse_codec_choices, transcode_store
+    from robot_runtime.capture.codecs import CodecError, parse_codec_choices
+    from robot_runtime.datatools.transcode import transcode_store
 
     if not args.codec:
         raise _Failure("--format store needs --codec (e.g. --codec h264:26)")

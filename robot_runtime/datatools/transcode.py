@@ -15,30 +15,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robot_runtime.capture.codecs import CameraCodec, CodecError
+from robot_runtime.capture.codecs import CameraCodec
 from robot_runtime.episode import LABELS, Episode, EpisodeError, EpisodeMetadata, EpisodeStore, Step
 from robot_runtime.files import write_json_atomic
 
 TRANSCODED_FROM = "transcoded_from"
-
-
-def parse_codec_choices(choices: list[str], cameras: tuple[str, ...] | None = None) -> dict[str | None, CameraCodec]:
-    """`CODEC[:QUALITY]` (every camera) and `CAMERA=CODEC[:QUALITY]` (one camera) -> {camera or None: codec}."""
-    parsed: dict[str | None, CameraCodec] = {}
-    for choice in choices:
-        camera, _, spec = choice.rpartition("=")
-        name, _, quality = spec.partition(":")
-        try:
-            level = int(quality) if quality else None
-        except ValueError:
-            raise CodecError(f"{choice!r}: quality {quality!r} is not an integer") from None
-        key = camera or None
-        if key in parsed:
-            raise CodecError(f"{choice!r}: {'camera ' + camera if camera else 'the default codec'} is given twice")
-        if cameras is not None and key is not None and key not in cameras:
-            raise CodecError(f"{choice!r}: no camera {camera!r} (cameras: {list(cameras)})")
-        parsed[key] = CameraCodec(name, level)
-    return parsed
 
 
 def codecs_for(episode: Episode, choices: dict[str | None, CameraCodec]) -> dict[str, CameraCodec]:
