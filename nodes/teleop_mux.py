@@ -174,11 +174,12 @@ class TeleopMuxNode(LifecycleNode):
         except ValueError as err:
             proposal = None
             self.get_logger().error(f"{sender} command: {err}", throttle_duration_sec=1.0)
-        command, event = self.safety.filter(proposal, self._state)
+        stamp = ros_io.stamp_ns(msg.header)
+        command, event = self.safety.filter(proposal, self._state, step=stamp)
         source = HOLD if event is not None and event.held else sender
         if event is not None:
             self.get_logger().warning(f"safety ({sender}): {event.reason}", throttle_duration_sec=1.0)
-        self._publish(command, ros_io.stamp_ns(msg.header), source)
+        self._publish(command, stamp, source)
 
     def _publish(self, command, stamp: int, source: str) -> None:
         self.record_pub.publish(ros_io.joint_state_msg(self.action_names, command, stamp, frame_id=source))

@@ -91,6 +91,7 @@ class SafetyFilter:
         """Start from rest (or from the robot's current command) at an episode or engagement boundary."""
         self.last_safe = np.zeros(len(self.low), np.float32) if last_safe is None else last_safe.astype(np.float32)
         self.last_safe = np.clip(self.last_safe, self.low, self.high)
+        self._step, self._step_base = None, self.last_safe
 
     def hold_command(self) -> np.ndarray:
         return np.where(self._zero_on_hold, 0.0, self.last_safe).astype(np.float32)
@@ -100,9 +101,19 @@ class SafetyFilter:
         self.last_safe = command
         return command, SafetyEvent(reason, held=True)
 
-    def filter(self, action: np.ndarray | None, state: np.ndarray | None = None
+    def filter(self, action: np.ndarray | None, state: np.ndarray | None = None, step: int | None = None
                ) -> tuple[np.ndarray, SafetyEvent | None]:
-        """The command to send for a proposed `action` (None = nothing in time) given the current `state`."""
+        """The command to send for a proposed `action` (None = nothing in time) given the current `state`.
+
+        `step` names the observation the command answers. Commands for the same step replace one another
+        (the robot executes the last), so each is limited against the previous step's command, not against
+        its sibling: at a takeover the policy's and the operator's answers to one observation may both
+        pass, and chaining them would let the executed command move by more than `max_delta` in one step.
+        """
+        if step is not None and step == self._step:
+            self.last_safe = self._step_base
+        else:
+            self._step, self._step_base = step, self.last_safe
         if self.estop.latched:
             return self.hold(f"e-stop: {self.estop.reason}")
         if action is None:

@@ -23,6 +23,20 @@ def test_limits_and_rate_limit():
     assert event is None
 
 
+def test_answers_to_one_step_are_each_limited_against_the_step_before():
+    """At a takeover the policy's and the operator's answers to one observation both pass; the robot
+    executes the last, which must still be within max_delta of the previous step's command."""
+    f = make(max_delta=[0.25] * 4)
+    f.filter(np.array([0.01, 0.0, 0.0, 0.0]), step=1)
+    policy, _ = f.filter(np.array([0.02, 0.0, 0.0, 0.0]), step=2)
+    operator, event = f.filter(np.array([1.0, -1.0, 0.0, 0.0]), step=2)
+    np.testing.assert_allclose(policy, [0.02, 0.0, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(operator, [0.26, -0.25, 0.0, 0.0], atol=1e-6)  # from step 1's 0.01, not 0.02
+    assert "rate limited" in event.reason
+    following, _ = f.filter(np.array([1.0, -1.0, 0.0, 0.0]), step=3)
+    np.testing.assert_allclose(following, [0.51, -0.5, 0.0, 0.0], atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0, 0]), np.array([0, np.inf, 0, 0]), np.zeros(3), None])
 def test_garbage_holds_the_last_safe_command(bad):
     f = make()
