@@ -7,7 +7,8 @@ states every 10 ms, and at each 30 Hz control tick three camera frames (real
 MetaWorld renders, cycled, so compression sees realistic images) plus the
 executed command, in episodes of `--episode-seconds`. Afterwards it reads the
 store back. Writes DIR/results.json: frames_sent, frames_written,
-dropped_frames, writer_realtime_factor (the EpisodeWriter alone, in-process, on
+dropped_frames, episodes_short (each episode with fewer steps than sent: what the recorder counted as
+incomplete steps and uncommanded observations), writer_realtime_factor (the EpisodeWriter alone, in-process, on
 the same frames, relative to 30 Hz), mb_per_s (raw image data recorded per
 second), disk_mb_per_s, compression_ratio (raw / on disk), cpu_percent (the
 recorder process, of one core). `--codec`/`--quality` set the recorder's image_codec and
@@ -105,7 +106,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
             cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
             state = np.zeros(len(STATE_NAMES), np.float32)
             action = np.zeros(len(ACTION_NAMES), np.float32)
-            frames_sent, episode_ids, tick, ticks_in_episode = 0, [], 0, 0
+            frames_sent, episode_ids, tick, ticks_in_episode, sent_steps = 0, [], 0, 0, {}
             start = time.monotonic()
             next_state, next_tick, episode_end = start, start, start
             last_state_stamp, pending = 0, None
@@ -113,6 +114,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
                 now = time.monotonic()
                 if now >= episode_end:
                     if episode_ids:  # the last tick's command, then the end, as a robot driver would
+                        sent_steps[episode_ids[-1]] = ticks_in_episode
                         executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, pending, "policy"))
                         events.publish(ros_io.to_string_msg(EpisodeEnd(
                             episode_id=episode_ids[-1], reason="success", steps=ticks_in_episode, success=True)))
@@ -136,6 +138,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
                     pending, tick, ticks_in_episode = last_state_stamp, tick + 1, ticks_in_episode + 1
                     next_tick += 1.0 / CAMERA_HZ
                 time.sleep(max(0.0, min(next_state, next_tick) - time.monotonic()))
+            sent_steps[episode_ids[-1]] = ticks_in_episode
             executed_pub.publish(ros_io.joint_state_msg(ACTION_NAMES, action, pending, "policy"))
             events.publish(ros_io.to_string_msg(EpisodeEnd(episode_id=episode_ids[-1], reason="success",
                                                            steps=ticks_in_episode, success=True)))
@@ -147,6 +150,12 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
             graph.stop()
         store = EpisodeStore(store_path)
         steps = sum(ep.steps for ep in store.episodes())
+        short = {}  # where frames went missing: which episodes, and what the recorder saw of their steps
+        for ep in store.episodes():
+            if ep.steps < sent_steps.get(ep.meta["episode_id"], 0):
+                extra = ep.meta["extra"]
+                short[ep.meta["episode_id"]] = {"sent": sent_steps[ep.meta["episode_id"]], "written": ep.steps,
+                                        **{k: extra.get(k) for k in ("incomplete_steps", "uncommanded_observations")}}
         frames_written = steps * len(CAMERAS)
         raw = frames_written * SIZE * SIZE * 3
         disk = sum(tree_bytes(store.episodes_dir / eid / "images") for eid in store.episode_ids())
@@ -154,6 +163,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
     return {"duration_s": duration, "cameras": len(CAMERAS), "image_size": SIZE, "camera_hz": CAMERA_HZ,
             "state_hz": STATE_HZ, "episodes": len(episode_ids), "frames_sent": frames_sent,
             "frames_written": frames_written, "dropped_frames": frames_sent - frames_written,
+            "episodes_short": short,
             "writer_realtime_factor": round(factor, 2), "mb_per_s": round(raw / 1e6 / duration, 2),
             "disk_mb_per_s": round(disk / 1e6 / duration, 2), "compression_ratio": round(raw / disk, 2),
             "cpu_percent": round(cpu, 1), "driver_scheduling": driver}

@@ -17,9 +17,11 @@ import yaml
 from croniter import croniter
 
 from robot_runtime.files import UnsafeNameError, check_name
+from robot_runtime.fleet.releases import RELEASE_FILE, ReleaseError, parse_release
 from robot_runtime.sim.metaworld_robot import TASK_INSTRUCTIONS
 
 GATE_RULES = ("one_sided_test", "wilson", "not_worse")
+GATE_OPERATORS = ("watch", "correct", "off")
 CANARY_RULES = ("not_worse", "wilson")
 
 
@@ -31,6 +33,9 @@ class ConfigError(ValueError):
 class Fleet:
     robots: list[str]                 # every robot the daemon deploys to (their authenticated key names)
     canary: list[str]                 # the subset that gets a candidate first
+    baseline_release: str = ""        # signed release the robots were provisioned with: the incumbent until the
+    #                                   daemon's first release (so a first candidate has something to beat and
+    #                                   to roll back to); "" = none
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Gate:
     max_steps: int = 150
     render: bool = False              # cameras (a bundle that reads images needs them)
     control_rate_hz: float = 20.0
+    operator: str = "watch"           # GATE_OPERATORS (see gate.py): how simulation measures interventions
     rule: str = "one_sided_test"      # GATE_RULES (see gate.py)
     alpha: float = 0.05               # one_sided_test: significance level
     margin: float = 0.0               # not_worse: candidate success >= incumbent's - margin
@@ -128,7 +134,9 @@ def load_config(path: str | Path) -> DaemonConfig:
     training = dataclasses.replace(cfg.training, pretrained=str((path.parent / cfg.training.pretrained).resolve()))
     page = dataclasses.replace(cfg.page, token_file=str((path.parent / cfg.page.token_file).resolve())
                                if cfg.page.token_file else "")
-    cfg = dataclasses.replace(cfg, **paths, training=training, page=page, source=str(path.resolve()))
+    fleet = dataclasses.replace(cfg.fleet, baseline_release=str((path.parent / cfg.fleet.baseline_release).resolve())
+                                if cfg.fleet.baseline_release else "")
+    cfg = dataclasses.replace(cfg, **paths, fleet=fleet, training=training, page=page, source=str(path.resolve()))
     _check(cfg, path)
     return cfg
 
@@ -193,9 +201,13 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
         problems.append(f"fleet.canary names {stray}, not in fleet.robots")
     if set(cfg.fleet.canary) == set(cfg.fleet.robots):
         problems.append("fleet.canary is the whole fleet: leave at least one robot on the incumbent to compare with")
+    if cfg.fleet.baseline_release:
+        problems += _baseline_problems(Path(cfg.fleet.baseline_release))
     unknown = sorted(set(cfg.gate.tasks) - set(TASK_INSTRUCTIONS))
     if unknown or not cfg.gate.tasks:
         problems.append(f"gate.tasks {unknown or '[]'}: known MetaWorld tasks are {sorted(TASK_INSTRUCTIONS)}")
+    if cfg.gate.operator not in GATE_OPERATORS:
+        problems.append(f"gate.operator {cfg.gate.operator!r}: one of {GATE_OPERATORS}")
     if cfg.gate.rule not in GATE_RULES:
         problems.append(f"gate.rule {cfg.gate.rule!r}: one of {GATE_RULES}")
     if cfg.canary.rule not in CANARY_RULES:
@@ -210,3 +222,16 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
         problems.append(f"page.port must be in 0..65535, not {cfg.page.port}")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
+
+
+def _baseline_problems(directory: Path) -> list[str]:
+    try:
+        release, _ = parse_release((directory / RELEASE_FILE).read_bytes(), directory / RELEASE_FILE)
+    except OSError as err:
+        return [f"fleet.baseline_release: {directory / RELEASE_FILE} cannot be read ({err.strerror}): name the "
+                "signed bundle directory the robots were provisioned with"]
+    except ReleaseError as err:
+        return [f"fleet.baseline_release: {err}"]
+    if release.rollback:
+        return [f"fleet.baseline_release: {directory} is a rollback instruction, not a signed bundle"]
+    return []

@@ -146,9 +146,18 @@ class CycleRunner:
         return None
 
     def incumbent(self) -> tuple[str, str, str] | None:
-        """(bundle label, bundle dir, release name) of what most non-canary robots should run, or None."""
+        """(bundle label, bundle dir, release name) of what most non-canary robots should run, or None.
+
+        Before the daemon's first release the fleet's targets are empty; `fleet.baseline_release` (the release
+        the robots were provisioned with) is then assigned to every robot, as what they run: robots already on
+        it are not offered it again, and it is what a failing first candidate is rolled back to."""
         rest = [r for r in self.cfg.fleet.robots if r not in self.cfg.fleet.canary] or self.cfg.fleet.robots
         names = Counter(t.name for t in (self.deployments.target(r) for r in rest) if t is not None)
+        if not names and self.cfg.fleet.baseline_release:
+            release = self.deployments.assign(self.cfg.fleet.baseline_release, self.cfg.fleet.robots,
+                                              "baseline: the release the fleet was provisioned with "
+                                              "(fleet.baseline_release)")
+            names = Counter([release.name])
         if not names:
             return None
         name = names.most_common(1)[0][0]
@@ -256,8 +265,8 @@ class CycleRunner:
         incumbent = self._output(c, "snapshot")["incumbent"]
         robots = self.cfg.fleet.canary
         if not incumbent:
-            reason = (f"no earlier release to return to (first release): canary robots {robots} keep "
-                      f"{c.candidate} until a later cycle's release; canary: {why}")
+            reason = (f"no earlier release to return to (first release, no fleet.baseline_release): canary robots "
+                      f"{robots} keep {c.candidate} until a later cycle's release; canary: {why}")
             return {"finish": records.FAILED, "reason": reason,
                     "decisions": [{"kind": "rollback", "accepted": False, "reason": reason, "numbers": {}}]}
         label, bundle_dir, name = incumbent

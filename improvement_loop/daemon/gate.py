@@ -15,7 +15,13 @@ layout seeds through the robot's executor (robot_runtime/sim/rollout.py), no ope
 - not_worse: the candidate's success is at least the incumbent's minus `margin` (a rule for when "as good,
   on newer data" is enough; the strict rules are the default).
 and in every rule the candidate must not be worse on intervention rate (+ intervention_margin) and on mean
-steps to success (x (1 + steps_margin)) where both have successes.
+steps to success (x (1 + steps_margin)) where both have successes. Interventions in simulation, by
+`gate.operator` (the fleet's operators correct a robot that stalls or strays; the scripted one does the same):
+- watch (default): the scripted operator in `correct` mode watches each episode but never acts; the steps
+  it would have taken over are the interventions, and success stays the policy's own;
+- correct: it takes over as a fleet operator would (success then counts corrected episodes, as the fleet's
+  does);
+- off: no operator, so the intervention check never decides.
 First release (no incumbent): the candidate's simulated success must reach `first_release_min_success`.
 """
 from __future__ import annotations
@@ -32,6 +38,7 @@ from robot_runtime.improvement_loop.metrics import EpisodeOutcome, summarize
 from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.runtime.policy import PolicyInputError, PolicyOutputError, PolicyRunner
 from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig, instruction_for
+from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
 from robot_runtime.sim.rollout import run_episode
 
 
@@ -118,12 +125,15 @@ def simulate(bundle_path: str, cfg: Gate, robots: dict | None = None) -> dict:
         key = (sim.env_name, sim.cameras, sim.image_size, sim.max_steps, sim.render)
         robot = robots[key] = robots.get(key) or MetaWorldRobot(sim)
         executor = PolicyExecutor(PolicyRunner.load(bundle, engine="onnxruntime", threads=1, seed=0), realtime=False)
-        results = [run_episode(robot, cfg.first_layout + i, executor, control_rate_hz=cfg.control_rate_hz)
+        person = None if cfg.operator == "off" else ScriptedOperator(task, OperatorConfig(mode="correct"))
+        roles = {"watcher" if cfg.operator == "watch" else "operator": person}
+        results = [run_episode(robot, cfg.first_layout + i, executor, control_rate_hz=cfg.control_rate_hz, **roles)
                    for i in range(cfg.episodes)]
-        task_outcomes = [EpisodeOutcome(r.success, r.steps, r.intervention_steps) for r in results]
+        task_outcomes = [EpisodeOutcome(r.success, r.steps, r.intervention_steps + r.wanted_steps)
+                         for r in results]
         per_task[task] = _figures(task_outcomes)
         outcomes += task_outcomes
-    return {"release": bundle.label, **_figures(outcomes), "per_task": per_task}
+    return {"release": bundle.label, **_figures(outcomes), "per_task": per_task, "operator": cfg.operator}
 
 
 def _figures(outcomes: list[EpisodeOutcome]) -> dict:

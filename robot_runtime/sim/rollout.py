@@ -27,6 +27,7 @@ class RolloutResult:
     steps: int
     intervention_steps: int
     episode_id: str = ""
+    wanted_steps: int = 0  # steps a watching operator would have taken over (run_episode's `watcher`)
 
 
 def sim_layout(robot: MetaWorldRobot) -> EpisodeLayout:
@@ -38,9 +39,12 @@ def sim_layout(robot: MetaWorldRobot) -> EpisodeLayout:
 def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None = None,
                 operator: ScriptedOperator | None = None, store: EpisodeStore | None = None,
                 campaign: str = "", control_rate_hz: float = 20.0,
-                image_codec: CameraCodec | None = None) -> RolloutResult:
+                image_codec: CameraCodec | None = None, watcher: ScriptedOperator | None = None) -> RolloutResult:
     """Run one episode from layout `seed`; record it into `store` if given, every camera with
     `image_codec` (default lossless), so that training reads the frames a robot's recorder would keep.
+
+    `watcher` (an operator in `correct` mode) watches without ever acting: `wanted_steps` counts the steps
+    it would have taken over, an intervention rate for a policy whose success stays its own.
 
     `policy` is a synchronous `PolicyExecutor(runner, realtime=False)`; its execution
     horizon and blend steps default to policy_node's. Each step the operator (if any)
@@ -53,8 +57,9 @@ def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None 
     if policy is not None and policy.realtime:
         raise ValueError("simulated time needs a synchronous executor: PolicyExecutor(runner, realtime=False)")
     obs = robot.reset(seed)
-    if operator is not None:
-        operator.reset()
+    for person in (operator, watcher):
+        if person is not None:
+            person.reset()
     if policy is not None:
         policy.start_episode(robot.instruction)
     writer = None
@@ -65,11 +70,13 @@ def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None 
             policy_version=policy.runner.bundle.label if policy else "",
             extra={"env_name": robot.config.env_name, "seed": seed, "campaign": campaign}),
             codecs=dict.fromkeys(layout.cameras, image_codec) if image_codec else None)
-    interventions = 0
+    interventions = wanted = 0
     was_engaged = False
     step_time = 1.0 / control_rate_hz
     while not (robot.success or robot.timed_out):
         engaged, action = operator.step(obs.state) if operator is not None else (False, None)
+        if watcher is not None:
+            wanted += watcher.step(obs.state)[0]
         proposal = None
         if policy is not None and not engaged:
             if was_engaged:
@@ -89,4 +96,4 @@ def run_episode(robot: MetaWorldRobot, seed: int, policy: PolicyExecutor | None 
     if writer is not None:
         writer.commit("success" if robot.success else "failure", "success" if robot.success else "timeout")
         episode_id = writer.metadata.episode_id
-    return RolloutResult(robot.success, robot.steps, interventions, episode_id)
+    return RolloutResult(robot.success, robot.steps, interventions, episode_id, wanted)

@@ -53,7 +53,7 @@ def fleet_episode(catalog_path: Path, episode_id: str, version: str, robot: str,
 
 
 def release_key(directory: Path) -> Path:
-    secret, _ = create_release_key(directory, "ws")
+    _, secret = create_release_key(directory, "ws")
     return secret
 
 

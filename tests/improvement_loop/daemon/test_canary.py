@@ -19,7 +19,7 @@ from robot_runtime.files import write_json_atomic
 from robot_runtime.fleet.releases import sign_bundle
 from robot_runtime.improvement_loop.daemon import records
 from robot_runtime.improvement_loop.daemon.cli import main
-from robot_runtime.improvement_loop.daemon.config import load_config
+from robot_runtime.improvement_loop.daemon.config import ConfigError, load_config
 from robot_runtime.improvement_loop.daemon.cycle import KILL_AT, CycleRunner
 from robot_runtime.improvement_loop.fleet.deployments import Deployments
 
@@ -31,14 +31,19 @@ def fleet(tmp_path, request):
     """Incumbent ref@old on r1 and r2 (release 1); a cycle waiting in its canary state (or the state the test
     names as its parameter) with ref@new signed as release 2, as the states before it leave it."""
     at = getattr(request, "param", "canary")
-    cfg = load_config(write_config(tmp_path / "daemon.yaml", tmp_path, canary={"episodes": N, "poll_seconds": 0},
-                                   gate={"rule": "one_sided_test", "max_steps": 60, "episodes": 3}))
-    release_key(tmp_path / "keys")
+    baseline = at == "baseline"  # no release from the daemon yet: the fleet was provisioned with release 1
+    at = "canary" if baseline else at
+    key = release_key(tmp_path / "keys")
     old, new = reach_bundle(tmp_path / "old", 10.0, "old"), reach_bundle(tmp_path / "new", 0.0, "new")
-    incumbent = sign_bundle(old, cfg.release_key, 1)
-    candidate = sign_bundle(new, cfg.release_key, 2)
+    incumbent, candidate = sign_bundle(old, key, 1), sign_bundle(new, key, 2)
+    cfg = load_config(write_config(tmp_path / "daemon.yaml", tmp_path, canary={"episodes": N, "poll_seconds": 0},
+                                   gate={"rule": "one_sided_test", "max_steps": 60, "episodes": 3},
+                                   fleet={"baseline_release": str(old)} if baseline else {}))
     deployments = Deployments(cfg.catalog)
-    deployments.assign(old, ["r1", "r2"], "first release")
+    if baseline:
+        assert CycleRunner(cfg, records.connect(cfg.catalog)).incumbent() == ("ref@old", str(old), incumbent.name)
+    else:
+        deployments.assign(old, ["r1", "r2"], "first release")
     conn = records.connect(cfg.catalog)
     c = records.new_cycle(conn, cfg.digest(), "ref@old", cfg.work)
     states = {"snapshot": {"incumbent": ["ref@old", str(old), incumbent.name]}, "export": {"bundle": str(new)},
@@ -80,6 +85,23 @@ def test_a_regressing_canary_is_rolled_back_within_n_episodes(fleet):
     assert back.rollback and back.name == incumbent.name and back.sequence == 3
     assert deployments.target("r2").name == incumbent.name and not deployments.target("r2").rollback
     assert [e.event for e in deployments.history("r1")] == ["assign", "assign", "rollback"]
+
+
+@pytest.mark.parametrize("fleet", ["baseline"], indirect=True)
+def test_a_first_release_rolls_back_to_the_baseline_the_fleet_was_provisioned_with(fleet):
+    cfg, conn, deployments, incumbent, candidate = fleet
+    assert "provisioned with" in deployments.target("r2").reason
+    c = CycleRunner(cfg, conn, sleep=_feeder(cfg, False, [])).run()
+    assert (c.status, c.state) == ("refused", "rollback")
+    back = deployments.target("r1")
+    assert back.rollback and back.name == incumbent.name and deployments.target("r2").name == incumbent.name
+
+
+def test_a_bad_baseline_release_is_refused_by_name(tmp_path):
+    for directory, message in ((tmp_path / "nowhere", "cannot be read"),
+                               (reach_bundle(tmp_path / "unsigned", 1.0, "u"), "cannot be read")):
+        with pytest.raises(ConfigError, match=f"fleet.baseline_release: .*{message}"):
+            load_config(write_config(tmp_path / "daemon.yaml", tmp_path, fleet={"baseline_release": str(directory)}))
 
 
 def test_a_refused_install_rolls_back_at_once(fleet):

@@ -7,7 +7,7 @@ from daemon_world import TASK, reach_bundle, record_episodes
 
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.improvement_loop.daemon.config import Gate
-from robot_runtime.improvement_loop.daemon.gate import decide, evaluate, one_sided_p
+from robot_runtime.improvement_loop.daemon.gate import decide, evaluate, one_sided_p, simulate
 from robot_runtime.sim.metaworld_robot import instruction_for
 
 from bundle_factory import make_reference_bundle
@@ -44,6 +44,22 @@ def test_equal_policies_pass_only_the_not_worse_rule(world):
                                    ("not_worse", True, "not worse: success 0% vs 0%: not worse by more than")):
         verdict = decide(*figures, same.numbers["offline"], replace(CFG, rule=rule))
         assert verdict.accepted == accepted and verdict.reason.startswith(reason), verdict.reason
+
+
+def test_a_candidate_the_operator_would_keep_rescuing_is_refused_on_interventions(world):
+    """The scripted operator watches each simulated episode (never acting): a policy that stands still is one it
+    would take over; with success out of the question (not_worse, margin 1) that alone refuses it."""
+    lenient = replace(CFG, rule="not_worse", margin=1.0)
+    verdict = evaluate(world["still"], world["good"], lenient, world["store"], world["ids"], world["robots"])
+    c, i = verdict.numbers["candidate"], verdict.numbers["incumbent"]
+    assert c["operator"] == i["operator"] == "watch" and c["intervention_rate"] > 0.3 and i["intervention_rate"] == 0
+    assert not verdict.accepted and "intervention rate" in verdict.reason, verdict.reason
+    assert c["success_rate"] == 0.0  # watching never helped it
+    off = evaluate(world["still"], world["good"], replace(lenient, operator="off"), world["store"], world["ids"],
+                   world["robots"])
+    assert off.accepted and off.numbers["candidate"]["intervention_rate"] == 0.0, off.reason
+    helped = simulate(world["still"], replace(CFG, operator="correct", max_steps=150), world["robots"])
+    assert helped["success_rate"] > 0 and helped["intervention_rate"] > 0.3  # corrected, as a fleet operator would
 
 
 def test_first_release_needs_the_minimum_success(world):
