@@ -149,13 +149,13 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
             client.close()
             graph.stop()
         store = EpisodeStore(store_path)
-        steps = sum(ep.steps for ep in store.episodes())
-        short = {}  # where frames went missing: which episodes, and what the recorder saw of their steps
+        steps, short = 0, {}  # short: where frames went missing, and what the recorder saw of those steps
         for ep in store.episodes():
-            if ep.steps < sent_steps.get(ep.meta["episode_id"], 0):
-                extra = ep.meta["extra"]
-                short[ep.meta["episode_id"]] = {"sent": sent_steps[ep.meta["episode_id"]], "written": ep.steps,
-                                        **{k: extra.get(k) for k in ("incomplete_steps", "uncommanded_observations")}}
+            steps += ep.steps
+            sent = sent_steps.get(ep.meta["episode_id"], 0)
+            if ep.steps < sent:
+                counts = {k: ep.meta["extra"].get(k) for k in ("incomplete_steps", "uncommanded_observations")}
+                short[ep.meta["episode_id"]] = {"sent": sent, "written": ep.steps, **counts}
         frames_written = steps * len(CAMERAS)
         raw = frames_written * SIZE * SIZE * 3
         disk = sum(tree_bytes(store.episodes_dir / eid / "images") for eid in store.episode_ids())

@@ -17,7 +17,7 @@ import yaml
 from croniter import croniter
 
 from robot_runtime.files import UnsafeNameError, check_name
-from robot_runtime.fleet.releases import RELEASE_FILE, ReleaseError, parse_release
+from robot_runtime.improvement_loop.fleet.deployments import DeploymentError, read_release
 from robot_runtime.sim.metaworld_robot import TASK_INSTRUCTIONS
 
 GATE_RULES = ("one_sided_test", "wilson", "not_worse")
@@ -226,11 +226,8 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
 
 def _baseline_problems(directory: Path) -> list[str]:
     try:
-        release, _ = parse_release((directory / RELEASE_FILE).read_bytes(), directory / RELEASE_FILE)
-    except OSError as err:
-        return [f"fleet.baseline_release: {directory / RELEASE_FILE} cannot be read ({err.strerror}): name the "
-                "signed bundle directory the robots were provisioned with"]
-    except ReleaseError as err:
+        release = read_release(directory)
+    except (DeploymentError, OSError) as err:
         return [f"fleet.baseline_release: {err}"]
     if release.rollback:
         return [f"fleet.baseline_release: {directory} is a rollback instruction, not a signed bundle"]

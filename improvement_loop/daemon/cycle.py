@@ -134,6 +134,7 @@ class CycleRunner:
         cache = Path(self.cfg.training.pretrained).parent.parent / "text_cache"
         if cache.is_dir() and not (Path(c.work_dir) / "train" / "text_cache").exists():
             shutil.copytree(cache, Path(c.work_dir) / "train" / "text_cache")
+        self.assign_baseline()
         incumbent = self.incumbent()
         return {"next": "value", "columns": {"snapshot": snapshot, "incumbent": incumbent[0] if incumbent else ""},
                 "incumbent": incumbent}
@@ -145,19 +146,19 @@ class CycleRunner:
                 return earlier.snapshot.get("high_water")
         return None
 
-    def incumbent(self) -> tuple[str, str, str] | None:
-        """(bundle label, bundle dir, release name) of what most non-canary robots should run, or None.
+    def assign_baseline(self) -> None:
+        """Before the daemon's first release no robot has a target: `fleet.baseline_release` (the release the
+        robots were provisioned with) becomes every robot's, so that it is the incumbent a first candidate must
+        beat and the one a failing first canary returns to. A robot already on it is not offered it again."""
+        robots = self.cfg.fleet.robots
+        if self.cfg.fleet.baseline_release and all(self.deployments.target(r) is None for r in robots):
+            self.deployments.assign(self.cfg.fleet.baseline_release, robots,
+                                    "baseline: the release the fleet was provisioned with (fleet.baseline_release)")
 
-        Before the daemon's first release the fleet's targets are empty; `fleet.baseline_release` (the release
-        the robots were provisioned with) is then assigned to every robot, as what they run: robots already on
-        it are not offered it again, and it is what a failing first candidate is rolled back to."""
+    def incumbent(self) -> tuple[str, str, str] | None:
+        """(bundle label, bundle dir, release name) of what most non-canary robots should run, or None."""
         rest = [r for r in self.cfg.fleet.robots if r not in self.cfg.fleet.canary] or self.cfg.fleet.robots
         names = Counter(t.name for t in (self.deployments.target(r) for r in rest) if t is not None)
-        if not names and self.cfg.fleet.baseline_release:
-            release = self.deployments.assign(self.cfg.fleet.baseline_release, self.cfg.fleet.robots,
-                                              "baseline: the release the fleet was provisioned with "
-                                              "(fleet.baseline_release)")
-            names = Counter([release.name])
         if not names:
             return None
         name = names.most_common(1)[0][0]

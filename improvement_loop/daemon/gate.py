@@ -126,8 +126,9 @@ def simulate(bundle_path: str, cfg: Gate, robots: dict | None = None) -> dict:
         robot = robots[key] = robots.get(key) or MetaWorldRobot(sim)
         executor = PolicyExecutor(PolicyRunner.load(bundle, engine="onnxruntime", threads=1, seed=0), realtime=False)
         person = None if cfg.operator == "off" else ScriptedOperator(task, OperatorConfig(mode="correct"))
-        roles = {"watcher" if cfg.operator == "watch" else "operator": person}
-        results = [run_episode(robot, cfg.first_layout + i, executor, control_rate_hz=cfg.control_rate_hz, **roles)
+        acting = cfg.operator == "correct"
+        results = [run_episode(robot, cfg.first_layout + i, executor, control_rate_hz=cfg.control_rate_hz,
+                               operator=person if acting else None, watcher=None if acting else person)
                    for i in range(cfg.episodes)]
         task_outcomes = [EpisodeOutcome(r.success, r.steps, r.intervention_steps + r.wanted_steps)
                          for r in results]

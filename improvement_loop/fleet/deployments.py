@@ -95,7 +95,7 @@ class Deployments:
 
     def assign(self, release_dir: str | Path, robots: list[str], reason: str) -> Release:
         """Make the signed bundle release in `release_dir` the target of `robots`."""
-        release = _read(release_dir)
+        release = read_release(release_dir)
         if release.rollback:
             raise DeploymentError(f"{release_dir}: is a rollback instruction; use rollback(), naming the version")
         self._target(release, release_dir, robots, reason, "assign")
@@ -104,7 +104,7 @@ class Deployments:
     def rollback(self, robots: list[str], to_release_name: str, signed_instruction_dir: str | Path,
                  reason: str) -> Release:
         """Send `robots` back to `to_release_name` (installed on them) with a signed rollback instruction."""
-        release = _read(signed_instruction_dir)
+        release = read_release(signed_instruction_dir)
         if not release.rollback or release.name != to_release_name:
             what = "a rollback to" if release.rollback else "a release of"
             raise DeploymentError(f"{signed_instruction_dir}: is {what} {release.name}, not a rollback instruction "
@@ -174,7 +174,8 @@ class Deployments:
         self.db.close()
 
 
-def _read(release_dir: str | Path) -> Release:
+def read_release(release_dir: str | Path) -> Release:
+    """The release a signed directory holds (parsed, not verified: robots verify); DeploymentError names why not."""
     path = Path(release_dir) / RELEASE_FILE
     try:
         return parse_release(path.read_bytes(), path)[0]

@@ -16,7 +16,7 @@ from daemon_world import fleet_episode, reach_bundle, release_key, write_config
 
 from robot_runtime.bundle import load_bundle
 from robot_runtime.files import write_json_atomic
-from robot_runtime.fleet.releases import sign_bundle
+from robot_runtime.fleet.releases import sign_bundle, sign_rollback
 from robot_runtime.improvement_loop.daemon import records
 from robot_runtime.improvement_loop.daemon.cli import main
 from robot_runtime.improvement_loop.daemon.config import ConfigError, load_config
@@ -41,7 +41,9 @@ def fleet(tmp_path, request):
                                    fleet={"baseline_release": str(old)} if baseline else {}))
     deployments = Deployments(cfg.catalog)
     if baseline:
-        assert CycleRunner(cfg, records.connect(cfg.catalog)).incumbent() == ("ref@old", str(old), incumbent.name)
+        runner = CycleRunner(cfg, records.connect(cfg.catalog))
+        runner.assign_baseline()
+        assert runner.incumbent() == ("ref@old", str(old), incumbent.name)
     else:
         deployments.assign(old, ["r1", "r2"], "first release")
     conn = records.connect(cfg.catalog)
@@ -98,8 +100,13 @@ def test_a_first_release_rolls_back_to_the_baseline_the_fleet_was_provisioned_wi
 
 
 def test_a_bad_baseline_release_is_refused_by_name(tmp_path):
-    for directory, message in ((tmp_path / "nowhere", "cannot be read"),
-                               (reach_bundle(tmp_path / "unsigned", 1.0, "u"), "cannot be read")):
+    key = release_key(tmp_path / "keys")
+    signed = reach_bundle(tmp_path / "signed", 1.0, "s")
+    sign_bundle(signed, key, 1)
+    sign_rollback(signed, tmp_path / "rollback", key, 2)
+    for directory, message in ((tmp_path / "nowhere", "missing; sign the bundle first"),
+                               (reach_bundle(tmp_path / "unsigned", 1.0, "u"), "missing; sign the bundle first"),
+                               (tmp_path / "rollback", "is a rollback instruction, not a signed bundle")):
         with pytest.raises(ConfigError, match=f"fleet.baseline_release: .*{message}"):
             load_config(write_config(tmp_path / "daemon.yaml", tmp_path, fleet={"baseline_release": str(directory)}))
 
