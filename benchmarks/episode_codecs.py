@@ -6,7 +6,9 @@ The workload of issue 15: 1,000 steps of three 224x224 cameras (real MetaWorld r
 expert push episodes) with 21 state and 4 action floats, written by the EpisodeWriter with each
 camera codec. Per codec: mb_per_1000_steps (the committed episode on disk), writer_realtime_factor
 (steps/s of the writer alone over the 30 Hz camera rate), loader_samples_per_s (ChunkStream, 2
-decoding workers, batches of 64 rows, three epochs, timed after the first batch) and its ratio to
+decoding workers, batches of 64 rows, three epochs: the first decodes every chunk,
+loader_first_epoch_samples_per_s, timed after the first batch; the later two serve the decoded
+cache, loader_samples_per_s, the steady rate of a training run) and its ratio to
 the same batches cut from arrays in memory (in_memory_samples_per_s, measured beside it), psnr_db
 (median over frames; psnr_db_min the worst) and ssim (mean) against the frames sent, max_abs_error.
 Each codec's figures are kept in DIR/partial/ as they finish; a rerun resumes after them (--fresh
@@ -80,21 +82,21 @@ def write(root: Path, frames: dict[str, np.ndarray], codec) -> tuple[float, Path
     return time.perf_counter() - started, path
 
 
-def loader_rate(root: Path, epochs: int = 3) -> float:
-    """Rows per second after the first batch (the workers' start-up is once per training run, not per batch)."""
+def loader_rate(root: Path, epochs: int = 3) -> tuple[float, float]:
+    """Rows per second in the first epoch (every chunk decoded; timed from the first batch, as the
+    workers' start-up is once per training run) and in the later ones (served from the decoded cache)."""
     from robot_runtime.improvement_loop.data.stream import ChunkStream
 
     stream = ChunkStream(root, names=(*(f"images/{c}" for c in CAMERAS), "state", "action"), workers=2,
                          buffer_chunks=4)
-    started, rows, total = None, 0, 0
+    marks, total = [], 0  # (rows served, time) at the first batch and at each epoch's end
     for batch in stream.batches(BATCH, epochs):
         total += len(batch["state"])
-        if started is None:
-            started = time.perf_counter()
-        else:
-            rows += len(batch["state"])
+        if not marks or total >= len(marks) * STEPS:
+            marks.append((total, time.perf_counter()))
     assert total == epochs * STEPS and not stream.skipped, stream.skipped
-    return rows / (time.perf_counter() - started)
+    (first_rows, first_at), (epoch_rows, epoch_at), (last_rows, last_at) = marks[0], marks[1], marks[-1]
+    return (epoch_rows - first_rows) / (epoch_at - first_at), (last_rows - epoch_rows) / (last_at - epoch_at)
 
 
 def in_memory_rate(frames: dict[str, np.ndarray], repeats: int = 3) -> float:
@@ -131,7 +133,8 @@ def measure(name: str, frames: dict[str, np.ndarray], tmp: Path) -> dict:
         similarity += [ssim(read[i], frames[camera][i]) for i in range(0, STEPS, 10)]
     result = {"codec": codec.name, "quality": codec.quality, "mb_per_1000_steps": round(tree_bytes(path) / 1e6, 2),
               "writer_realtime_factor": round(STEPS / seconds / CAMERA_HZ, 2),
-              "loader_samples_per_s": round(loader_rate(root), 1),
+              **dict(zip(("loader_first_epoch_samples_per_s", "loader_samples_per_s"),
+                         (round(rate, 1) for rate in loader_rate(root)))),
               "in_memory_samples_per_s": round(in_memory_rate(frames), 1),  # beside it, under the same load
               "psnr_db": None if codec.lossless else round(float(np.median(psnr)), 2),
               "psnr_db_min": None if codec.lossless else round(float(np.min(psnr)), 2),

@@ -4,7 +4,9 @@
 codec, is far larger than that once decoded. `ChunkStream` decodes whole chunks (a video
 chunk decodes alone, from its keyframe) in a pool of worker threads, in a random order each
 epoch, and serves batches of rows shuffled across a buffer of chunks, so each frame is decoded
-once per epoch. Threads, not processes: the decoders and the hashing release the GIL (FFmpeg,
+once per epoch; chunks decoded while the decoded rows fit in `cache_mb` are kept and later epochs
+serve them from RAM (a set that is filled once and never evicts: under a fresh random order each
+epoch, least-recently-used eviction would throw away the chunk needed next as often as not). Threads, not processes: the decoders and the hashing release the GIL (FFmpeg,
 libjpeg-turbo, Blosc, hashlib; 1.7x on 2 cores), and decoded frames need no copy through a pipe
 (worker processes: ~100 rows/s of three 224x224 cameras on a busy 2-core machine). Every chunk is checked
 against its episode's commit record first; a damaged one is skipped and counted, never served.
@@ -16,7 +18,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,11 +41,14 @@ class ChunkStream:
     """Batches (array name -> rows) of every committed episode's rows, each once per epoch.
 
     `names`: the per-step arrays to read (default: all of the first episode's layout);
-    `workers`: decoding processes; `buffer_chunks`: how many chunks a batch's rows are drawn across.
+    `workers`: decoding threads; `buffer_chunks`: how many chunks a batch's rows are drawn across;
+    `cache_mb`: decoded rows kept for later epochs (0: decode every chunk every epoch).
     """
 
     def __init__(self, store_root: str | os.PathLike, names: tuple[str, ...] | None = None, workers: int = 2,
-                 buffer_chunks: int = 8, seed: int = 0):
+                 buffer_chunks: int = 8, seed: int = 0, cache_mb: float = 1024.0):
+        if cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         store = EpisodeStore(store_root, create=False)
         self.root = str(store.root)
         self.episode_ids: list[str] = []
@@ -68,6 +73,10 @@ class ChunkStream:
         self.rng = np.random.default_rng(seed)
         self._open: dict[int, Episode] = {}  # each file is hashed once per stream
         self._lock = threading.Lock()
+        self._cache: dict[Unit, dict[str, np.ndarray]] = {}
+        self._decoding: dict[Unit, Future] = {}  # a unit due again before its rows came back shares them
+        self._cache_room = int(cache_mb * 2**20)  # bytes still free
+        self.decoded = 0  # chunks decoded so far (the rest were served from the cache)
 
     def _read(self, unit: Unit) -> dict[str, np.ndarray] | str:
         """The rows of `unit` per array name (plus episode_index, step_index), or why they cannot be read."""
@@ -93,23 +102,43 @@ class ChunkStream:
         carry: dict[str, np.ndarray] | None = None
         with ThreadPoolExecutor(self.workers, thread_name_prefix="chunk-stream") as pool:
             ahead = self.buffer_chunks + 2 * self.workers
-            pending = deque(pool.submit(self._read, unit) for unit in order[:ahead])
+            pending = deque(self._fetch(pool, unit) for unit in order[:ahead])
             block: list[dict[str, np.ndarray]] = []
             for position in range(len(order)):
                 rows = pending.popleft().result()
-                if position + ahead < len(order):
-                    pending.append(pool.submit(self._read, order[position + ahead]))
+                self._decoding.pop(order[position], None)
                 if isinstance(rows, str):
                     unit = order[position]
                     self.skipped[f"{self.episode_ids[unit.episode]}[{unit.start}:{unit.stop}]"] = rows
                     log.warning("skipping rows: %s", rows)
                 else:
+                    self._keep(order[position], rows)
                     block.append(rows)
+                if position + ahead < len(order):
+                    pending.append(self._fetch(pool, order[position + ahead]))
                 if len(block) == self.buffer_chunks or (position == len(order) - 1 and block):
                     carry = yield from self._serve(([carry] if carry else []) + block, batch_size)
                     block = []
         if carry:
             yield carry
+
+    def _fetch(self, pool: ThreadPoolExecutor, unit: Unit) -> Future:
+        """The rows of `unit`: from the cache when kept there, else decoded by a worker."""
+        if unit in self._cache:
+            done: Future = Future()
+            done.set_result(self._cache[unit])
+            return done
+        if unit not in self._decoding:
+            self.decoded += 1
+            self._decoding[unit] = pool.submit(self._read, unit)
+        return self._decoding[unit]
+
+    def _keep(self, unit: Unit, rows: dict[str, np.ndarray]) -> None:
+        """Keep decoded rows for later epochs while they fit (served rows are copies, never these)."""
+        size = sum(values.nbytes for values in rows.values())
+        if unit not in self._cache and size <= self._cache_room:
+            self._cache[unit] = rows
+            self._cache_room -= size
 
     def _serve(self, parts: list[dict[str, np.ndarray]], batch_size: int):
         """Yield the whole batches of a block's rows in a random order; returns the rows left over."""

@@ -55,3 +55,24 @@ def test_a_damaged_chunk_is_skipped_and_counted(tmp_path):
     assert sorted(served.tolist()) == [t for t in range(30) if not 8 <= t < 16]
     [(where, why)] = stream.skipped.items()
     assert where == "ep2[8:16]" and "ep2/images/front/c/1/0/0/0: truncated to" in why
+
+
+# a whole chunk's decoded rows are 6,336 bytes; 0.02 MB holds three of the eight
+@pytest.mark.parametrize("cache_mb, decoded", [(0, (12, 16)), (1, (8, 8)), (0.02, (9, 13))],
+                         ids=["off", "all", "part"])
+def test_later_epochs_serve_cached_chunks_while_they_fit(tmp_path, cache_mb, decoded):
+    write_store(tmp_path, CameraCodec("h264"))
+    stream = ChunkStream(tmp_path, workers=2, buffer_chunks=3, cache_mb=cache_mb)
+    batches = list(stream.batches(batch_size=5, epochs=2))
+    keys = [(e, t) for b in batches for e, t in zip(b["episode_index"].tolist(), b["step_index"].tolist())]
+    assert sorted(keys) == sorted([(e, t) for e, n in enumerate(LENGTHS) for t in range(n)] * 2)
+    state = np.concatenate([b["state"][:, 0] for b in batches])
+    index = np.array(keys)
+    assert (state == 100 * index[:, 0] + index[:, 1]).all()  # cached rows are the rows, unchanged by serving
+    assert decoded[0] <= stream.decoded <= decoded[1]
+
+
+def test_a_negative_cache_is_refused(tmp_path):
+    write_store(tmp_path, CameraCodec("lossless"))
+    with pytest.raises(ValueError, match="cache_mb"):
+        ChunkStream(tmp_path, cache_mb=-1)
