@@ -1,15 +1,15 @@
 """Training rows read from the store as training runs: whole chunks decoded in a worker pool.
 
-`load_dataset` holds every frame in RAM; a fleet's store, compressed about 30x by a video
-codec, is far larger than that once decoded. `ChunkStream` decodes whole chunks (a video
-chunk decodes alone, from its keyframe) in a pool of worker threads, in a random order each
-epoch, and serves batches of rows shuffled across a buffer of chunks, so each frame is decoded
-once per epoch; chunks decoded while the decoded rows fit in `cache_mb` are kept and later epochs
-serve them from RAM (a set that is filled once and never evicts: under a fresh random order each
-epoch, least-recently-used eviction would throw away the chunk needed next as often as not).
-Threads, not processes: the decoders and the hashing release the GIL (FFmpeg, libjpeg-turbo, Blosc, hashlib; 1.7x on 2 cores), and decoded frames need no copy through a pipe
-(worker processes: ~100 rows/s of three 224x224 cameras on a busy 2-core machine). Every chunk is checked
-against its episode's commit record first; a damaged one is skipped and counted, never served.
+`load_dataset` holds every frame in RAM; a fleet's store, compressed about 30x by a video codec, is far larger
+than that once decoded. `ChunkStream` decodes whole chunks (a video chunk decodes alone, from its keyframe) in
+a pool of worker threads, in a random order each epoch, and serves batches of rows shuffled across a buffer of
+chunks, so each frame is decoded once per epoch; chunks decoded while the decoded rows fit in `cache_mb` are
+kept and later epochs serve them from RAM (a set that is filled once and never evicts: under a fresh random
+order each epoch, least-recently-used eviction would throw away the chunk needed next as often as not).
+Threads, not processes: the decoders and the hashing release the GIL (FFmpeg, libjpeg-turbo, Blosc, hashlib;
+1.7x on 2 cores), and decoded frames need no copy through a pipe (worker processes: ~100 rows/s of three
+224x224 cameras on a busy 2-core machine). Every chunk is checked against its episode's commit record first; a
+damaged one is skipped and counted, never served.
 """
 from __future__ import annotations
 
