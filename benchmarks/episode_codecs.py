@@ -84,7 +84,8 @@ def write(root: Path, frames: dict[str, np.ndarray], codec) -> tuple[float, Path
 
 def loader_rate(root: Path, epochs: int = 3) -> tuple[float, float]:
     """Rows per second in the first epoch (every chunk decoded; timed from the first batch, as the
-    workers' start-up is once per training run) and in the later ones (served from the decoded cache)."""
+    workers' start-up is once per training run) and in the later ones (served from the decoded cache).
+    The epochs are split by rows served; a block of chunks that straddles the boundary blurs it a little."""
     from robot_runtime.improvement_loop.data.stream import ChunkStream
 
     stream = ChunkStream(root, names=(*(f"images/{c}" for c in CAMERAS), "state", "action"), workers=2,

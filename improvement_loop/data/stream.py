@@ -3,7 +3,7 @@
 `load_dataset` holds every frame in RAM; a fleet's store, compressed about 30x by a video codec, is far larger
 than that once decoded. `ChunkStream` decodes whole chunks (a video chunk decodes alone, from its keyframe) in
 a pool of worker threads, in a random order each epoch, and serves batches of rows shuffled across a buffer of
-chunks, so each frame is decoded once per epoch; chunks decoded while the decoded rows fit in `cache_mb` are
+chunks, so each frame is decoded at most once per epoch; chunks decoded while the decoded rows fit in `cache_mb` are
 kept and later epochs serve them from RAM (a set that is filled once and never evicts: under a fresh random
 order each epoch, least-recently-used eviction would throw away the chunk needed next as often as not).
 Threads, not processes: the decoders and the hashing release the GIL (FFmpeg, libjpeg-turbo, Blosc, hashlib;

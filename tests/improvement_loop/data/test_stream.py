@@ -57,7 +57,7 @@ def test_a_damaged_chunk_is_skipped_and_counted(tmp_path):
     assert where == "ep2[8:16]" and "ep2/images/front/c/1/0/0/0: truncated to" in why
 
 
-# a whole chunk's decoded rows are 6,336 bytes; 0.02 MB holds three of the eight
+# a whole chunk's decoded rows are 6,336 bytes; 0.02 MB holds three whole chunks (or more of the shorter ones)
 @pytest.mark.parametrize("cache_mb, decoded", [(0, (12, 16)), (1, (8, 8)), (0.02, (9, 13))],
                          ids=["off", "all", "part"])
 def test_later_epochs_serve_cached_chunks_while_they_fit(tmp_path, cache_mb, decoded):
