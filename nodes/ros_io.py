@@ -142,7 +142,12 @@ def to_string_msg(message) -> String:
 
 
 def spin_node(node, executor=None) -> None:
-    """Spin until SIGINT/SIGTERM (rclpy's own handlers wake the executor), then tear down cleanly."""
+    """Spin until SIGINT/SIGTERM (rclpy's own handlers wake the executor), then tear down cleanly.
+
+    A signal shuts the context down from rclpy's handler while a callback may be half way through
+    (publishing a camera frame, say); that callback then fails on the invalid context. Such an error
+    after shutdown is the stop we asked for, logged and not an exit with a traceback; any error while
+    the context is still up is a real one and propagates."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
@@ -150,6 +155,10 @@ def spin_node(node, executor=None) -> None:
         rclpy.spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as err:
+        if rclpy.ok():
+            raise
+        node.get_logger().info(f"a callback was cut short by the shutdown: {type(err).__name__}: {err}")
     finally:
         close = getattr(node, "close", None)
         if close:

@@ -26,7 +26,8 @@ def graph(tmp_path_factory):
     finally:
         client.close()
         codes = processes.stop()
-    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+    unclean = {name: (root / "logs" / f"{name}.log").read_text()[-2000:] for name, code in codes.items() if code}
+    assert not unclean, f"unclean shutdown: {codes}\n{unclean}"
 
 
 def check_episode(ep, end, commit):
