@@ -8,8 +8,10 @@ MetaWorld renders, cycled, so compression sees realistic images) plus the
 executed command, in episodes of `--episode-seconds`. Afterwards it reads the
 store back. Writes DIR/results.json: frames_sent, frames_written,
 dropped_frames, episodes_short (each episode with fewer steps than sent: what the recorder counted as
-incomplete steps and uncommanded observations), writer_realtime_factor (the EpisodeWriter alone, in-process, on
-the same frames, relative to 30 Hz), mb_per_s (raw image data recorded per
+incomplete steps, uncommanded observations and late messages), completed_in_grace (steps that were due
+while a frame or state was still in flight, written whole once it came: the recorder's step_grace_s at
+work) and late_messages (arrived after their step was written or given up), writer_realtime_factor
+(the EpisodeWriter alone, in-process, on the same frames, relative to 30 Hz), mb_per_s (raw image data recorded per
 second), disk_mb_per_s, compression_ratio (raw / on disk), cpu_percent (the
 recorder process, of one core). `--codec`/`--quality` set the recorder's image_codec and
 image_quality (the writer-alone figure uses the same codec).
@@ -150,11 +152,15 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
             graph.stop()
         store = EpisodeStore(store_path)
         steps, short = 0, {}  # short: where frames went missing, and what the recorder saw of those steps
+        assembly = dict.fromkeys(("completed_in_grace", "late_messages"), 0)
         for ep in store.episodes():
             steps += ep.steps
+            for key in assembly:
+                assembly[key] += ep.meta["extra"].get(key, 0)
             sent = sent_steps.get(ep.meta["episode_id"], 0)
             if ep.steps < sent:
-                counts = {k: ep.meta["extra"].get(k) for k in ("incomplete_steps", "uncommanded_observations")}
+                counts = {k: ep.meta["extra"].get(k)
+                          for k in ("incomplete_steps", "uncommanded_observations", "late_messages")}
                 short[ep.meta["episode_id"]] = {"sent": sent, "written": ep.steps, **counts}
         frames_written = steps * len(CAMERAS)
         raw = frames_written * SIZE * SIZE * 3
@@ -163,7 +169,7 @@ def run(duration: float, episode_seconds: float, out: Path, realtime: str = "off
     return {"duration_s": duration, "cameras": len(CAMERAS), "image_size": SIZE, "camera_hz": CAMERA_HZ,
             "state_hz": STATE_HZ, "episodes": len(episode_ids), "frames_sent": frames_sent,
             "frames_written": frames_written, "dropped_frames": frames_sent - frames_written,
-            "episodes_short": short,
+            "episodes_short": short, **assembly,
             "writer_realtime_factor": round(factor, 2), "mb_per_s": round(raw / 1e6 / duration, 2),
             "disk_mb_per_s": round(disk / 1e6 / duration, 2), "compression_ratio": round(raw / disk, 2),
             "cpu_percent": round(cpu, 1), "driver_scheduling": driver}

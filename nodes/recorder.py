@@ -99,7 +99,10 @@ class RecorderNode(LifecycleNode):
         self.store: EpisodeStore | None = None
         self.recorder: AsyncRecorder | None = None
         self.active = False
-        self.assembler = StepAssembler(self.layout)
+        grace = declare(self, "step_grace_s", 0.5, "robot time a commanded step missing its state or a frame waits "
+                        "for it (topics arrive independently; a busy computer delays big frames)", read_only=True,
+                        low=0.0, high=10.0)
+        self.assembler = StepAssembler(self.layout, grace_ns=int(grace * 1e9))
         self.recording = False
         self.recorder_episode_id = ""
         self._ending: tuple[EpisodeEnd, float] | None = None
@@ -243,7 +246,8 @@ class RecorderNode(LifecycleNode):
             self.recorder.add(step)
         counts = self.assembler.counts
         extra = {**(extra or {}), "incomplete_steps": counts.incomplete_steps,
-                 "uncommanded_observations": counts.uncommanded_observations}
+                 "uncommanded_observations": counts.uncommanded_observations, "late_messages": counts.late_messages,
+                 "completed_in_grace": counts.completed_in_grace}
         version = None  # the version announced at the start stands when no proposal named its bundle
         if counts.policy_versions:
             version = max(counts.policy_versions, key=counts.policy_versions.get)

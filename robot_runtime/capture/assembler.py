@@ -4,10 +4,14 @@ A step is keyed by the stamp of the observation (state) that the executed comman
 answers; the command and the policy's proposal carry that stamp, and each
 camera contributes the frame nearest in time within `tolerance_ns` (exactly the
 same stamp on the simulated robot; close to it on a real one). A step is emitted
-once a newer command has arrived (or the episode ends), which gives late
-messages one control period of slack. Observations that never got a command
-(the final one) are not steps; commands whose observation is incomplete are
-counted, never silently written.
+once a newer command has arrived (or the episode ends); a step still missing its
+state or a frame then waits up to `grace_ns` of robot time for it, holding the
+steps after it back so rows stay in order. Topics are delivered independently: on
+a busy computer a 150 KB frame can trail the small command that answers it by more
+than a control period, and without the wait such a step was dropped as incomplete.
+Observations that never got a command (the final one) are not steps; commands whose
+observation is still incomplete after the wait are counted, never silently written,
+and so are messages that arrive after their step was written or given up.
 """
 from __future__ import annotations
 
@@ -26,19 +30,23 @@ class AssemblyCounts:
     commands: int = 0
     uncommanded_observations: int = 0
     incomplete_steps: int = 0
+    late_messages: int = 0  # arrived after their step was written or given up (or before the episode began)
+    completed_in_grace: int = 0  # steps written whole that were still missing a part when first due
     policy_versions: dict[str, int] = field(default_factory=dict)  # steps per bundle that proposed their action
 
 
 class StepAssembler:
-    def __init__(self, layout: EpisodeLayout, tolerance_ns: int = 0):
+    def __init__(self, layout: EpisodeLayout, tolerance_ns: int = 0, grace_ns: int = 500_000_000):
         self.layout = layout
         self.tolerance_ns = tolerance_ns
+        self.grace_ns = grace_ns
         self.counts = AssemblyCounts()
         self._states: dict[int, np.ndarray] = {}
         self._images: dict[str, dict[int, np.ndarray]] = {c: {} for c in layout.cameras}
         self._commands: dict[int, tuple[np.ndarray, str]] = {}
         self._policy: dict[int, tuple[np.ndarray, str]] = {}
         self._emitted_up_to = -1
+        self._waiting: set[int] = set()  # stamps of steps that were due but incomplete
 
     def _tables(self) -> list[dict]:
         return [self._states, self._policy, self._commands, *self._images.values()]
@@ -49,6 +57,7 @@ class StepAssembler:
         self.prune(since_ns)
         self._emitted_up_to = since_ns - 1
         self.counts = AssemblyCounts()
+        self._waiting.clear()
         if tolerance_ns is not None:
             self.tolerance_ns = tolerance_ns
 
@@ -58,25 +67,31 @@ class StepAssembler:
             for s in [s for s in table if s < before_ns]:
                 del table[s]
 
+    def _in_time(self, stamp_ns: int, slack_ns: int = 0) -> bool:
+        if stamp_ns > self._emitted_up_to - slack_ns:
+            return True
+        self.counts.late_messages += 1
+        return False
+
     def add_state(self, stamp_ns: int, state: np.ndarray) -> None:
-        if stamp_ns > self._emitted_up_to:
+        if self._in_time(stamp_ns):
             self._states[stamp_ns] = state
 
     def add_image(self, camera: str, stamp_ns: int, image: np.ndarray) -> None:
-        if stamp_ns > self._emitted_up_to - self.tolerance_ns and camera in self._images:
+        if camera in self._images and self._in_time(stamp_ns, self.tolerance_ns):
             self._images[camera][stamp_ns] = image
 
     def add_command(self, stamp_ns: int, action: np.ndarray, source: str) -> None:
         """The command executed for the observation stamped `stamp_ns` (the last one wins);
         `source` is OPERATOR, POLICY or HOLD."""
-        if stamp_ns > self._emitted_up_to:
+        if self._in_time(stamp_ns):
             self.counts.commands += stamp_ns not in self._commands
             self._commands[stamp_ns] = (action, source)
 
     def add_policy_command(self, stamp_ns: int, action: np.ndarray, version: str = "") -> None:
         """The policy's proposal for the observation stamped `stamp_ns`; `version` the bundle that made it
         (`model@version`, "" when unknown), so an episode is credited to the bundle that drove it."""
-        if stamp_ns > self._emitted_up_to:
+        if self._in_time(stamp_ns):
             self._policy[stamp_ns] = (action, version)
 
     def _frames(self, stamp: int) -> dict[str, np.ndarray] | None:
@@ -92,11 +107,20 @@ class StepAssembler:
         """Steps that can no longer change, oldest first. `final` flushes everything."""
         newest = max(self._commands, default=None)
         stamps = sorted(s for s in self._commands if final or s < newest)
-        steps = []
+        steps, done = [], []
         for stamp in stamps:
+            state, frames = self._states.get(stamp), self._frames(stamp)
+            complete = state is not None and frames is not None
+            if not complete and not final and newest - stamp < self.grace_ns:
+                self._waiting.add(stamp)
+                break  # its state or a frame may still be on the way: this step and the ones after it wait
+            done.append(stamp)
+            if stamp in self._waiting:
+                self._waiting.discard(stamp)
+                self.counts.completed_in_grace += complete
             action, source = self._commands.pop(stamp)
-            state, frames = self._states.pop(stamp, None), self._frames(stamp)
-            if state is None or frames is None:
+            self._states.pop(stamp, None)
+            if not complete:
                 self.counts.incomplete_steps += 1
                 continue
             proposal, version = self._policy.pop(stamp, (None, ""))
@@ -105,8 +129,8 @@ class StepAssembler:
             steps.append(Step(timestamp=stamp * 1e-9, images=frames, state=state, action=action,
                               policy_action=proposal, intervention=source == OPERATOR, held=source == HOLD))
         self.counts.steps += len(steps)
-        if stamps:  # observations after the last command may already belong to the next episode
-            self._forget_through(stamps[-1])
+        if done:  # observations after the last command may already belong to the next episode
+            self._forget_through(done[-1])
         return steps
 
     def _forget_through(self, stamp: int) -> None:

@@ -63,3 +63,36 @@ def test_each_step_is_credited_to_the_bundle_that_proposed_it():
     assert asm.counts.policy_versions == {"m@1": 1, "m@2": 2}
     asm.restart(600)
     assert asm.counts.policy_versions == {}
+
+
+def test_a_frame_that_trails_the_next_command_still_completes_its_step():
+    """On a busy computer a big frame can arrive after the small command of the step after it."""
+    asm = StepAssembler(LAYOUT, grace_ns=250)
+    asm.add_state(100, np.array([100], np.float32))  # frame of 100 still in flight
+    asm.add_command(100, np.array([1.0], np.float32), POLICY)
+    observe(asm, 200)
+    asm.add_command(200, np.array([2.0], np.float32), POLICY)
+    observe(asm, 300)
+    asm.add_command(300, np.array([3.0], np.float32), POLICY)
+    assert asm.ready() == []  # 100 waits for its frame, and 200 waits behind it: rows stay in order
+    asm.add_image("cam", 100, IMG)
+    assert [s.action[0] for s in asm.ready()] == [1.0, 2.0]
+    assert asm.counts.incomplete_steps == 0 and asm.counts.late_messages == 0
+    assert asm.counts.completed_in_grace == 1
+
+
+def test_a_step_whose_frame_never_comes_is_given_up_after_the_grace_and_counted():
+    asm = StepAssembler(LAYOUT, grace_ns=250)
+    asm.add_state(100, np.array([100], np.float32))
+    asm.add_command(100, np.array([1.0], np.float32), POLICY)
+    for stamp in (200, 300):
+        observe(asm, stamp)
+        asm.add_command(stamp, np.array([stamp], np.float32), POLICY)
+    assert asm.ready() == []  # 300 - 100 < 250: still waiting
+    observe(asm, 400)
+    asm.add_command(400, np.array([4.0], np.float32), POLICY)
+    assert [s.timestamp for s in asm.ready()] == [pytest.approx(200e-9), pytest.approx(300e-9)]
+    assert asm.counts.incomplete_steps == 1 and asm.counts.completed_in_grace == 0
+    asm.add_image("cam", 100, IMG)  # too late now: counted, not written
+    assert asm.counts.late_messages == 1
+    assert [s.timestamp for s in asm.ready(final=True)] == [pytest.approx(400e-9)]
