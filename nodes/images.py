@@ -60,6 +60,12 @@ def rgb_from_compressed(msg: CompressedImage, size: tuple[int, int]) -> np.ndarr
 def subscribe_camera(node, camera: str, transport: str, size: tuple[int, int], on_frame, qos) -> object:
     """Subscribe to `camera` over `transport`; `on_frame(camera, stamp_ns, rgb)` gets every frame that converts.
     A frame that does not is logged (throttled) and dropped, never raised out of the callback."""
+    return node.create_subscription(*camera_stream(node, camera, transport, size, on_frame), qos)
+
+
+def camera_stream(node, camera: str, transport: str, size: tuple[int, int], on_frame) -> tuple:
+    """(message type, topic, callback) of `camera` over `transport`, for `subscribe_camera` or another way
+    of subscribing (the recorder's adaptive reliability)."""
     msg_type, topic, convert = {
         "raw": (Image, ros_io.camera_topic(camera), rgb_from_image),
         "compressed": (CompressedImage, ros_io.compressed_camera_topic(camera), rgb_from_compressed),
@@ -73,7 +79,7 @@ def subscribe_camera(node, camera: str, transport: str, size: tuple[int, int], o
             return
         on_frame(camera, ros_io.stamp_ns(msg.header), image)
 
-    return node.create_subscription(msg_type, topic, callback, qos)
+    return msg_type, topic, callback
 
 
 def camera_info_msg(calibration: CameraCalibration, ns: int) -> CameraInfo:

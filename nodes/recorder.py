@@ -16,6 +16,11 @@ camera geometry stored with each episode comes from `calibration_file`, or witho
 one from the drivers' `camera/<name>/camera_info` (intrinsics only).
 A disk quota and a free-space floor stop recording (never control)
 before the disk fills; the reason goes to /diagnostics.
+
+Nothing lost on a busy computer: the recorded streams are subscribed reliable while every publisher of
+the topic offers reliable (a dropped sample is re-sent) and best effort otherwise, as rosbag2 records
+(`record_reliability`, nodes/adaptive_qos.py); a step still missing a frame or its state when the next
+command arrives waits `step_grace_s` for it (robot_runtime.capture.assembler).
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ from robot_runtime.messages import (
     parse_policy_status,
 )
 from robot_runtime.nodes import diagnostics, images, ros_io
+from robot_runtime.nodes.adaptive_qos import MODES, RecordingSubscriptions
 from robot_runtime.nodes.parameters import apply_realtime, declare
 
 END_GRACE_S = 1.0
@@ -119,16 +125,20 @@ class RecorderNode(LifecycleNode):
         self.create_service(Trigger, "~/stop_episode", self._stop_service)
         self.create_subscription(String, ros_io.OPERATOR_LABEL_TOPIC, self._on_label, ros_io.STREAM_QOS)
         self.create_timer(1.0, self._check_disk_and_report)
+        self.streams = RecordingSubscriptions(self, ros_io.RECORD_QOS, declare(
+            self, "record_reliability", "adaptive", "recorded streams' subscriptions: adaptive (reliable while "
+            "every publisher of the topic is, so dropped samples are re-sent; else best effort), best_effort or "
+            "reliable", read_only=True, choices=MODES))
         for camera in cameras:
-            images.subscribe_camera(self, camera, transport, (image_size, image_size), self._on_image,
-                                    ros_io.RECORD_QOS)
+            self.streams.add(*images.camera_stream(self, camera, transport, (image_size, image_size),
+                                                   self._on_image))
             if not self.calibration_file:
                 self.create_subscription(CameraInfo, ros_io.camera_info_topic(camera),
                                          lambda msg, c=camera: self._on_camera_info(c, msg), ros_io.SENSOR_QOS)
-        self.create_subscription(JointState, ros_io.STATE_TOPIC, self._on_state, ros_io.RECORD_QOS)
-        self.create_subscription(JointState, executed_topic, self._on_executed, ros_io.RECORD_QOS)
-        self.create_subscription(JointState, ros_io.POLICY_COMMAND_TOPIC, self._on_policy_command,
-                                 ros_io.RECORD_QOS)
+        self.streams.add(JointState, ros_io.STATE_TOPIC, self._on_state)
+        self.streams.add(JointState, executed_topic, self._on_executed)
+        self.streams.add(JointState, ros_io.POLICY_COMMAND_TOPIC, self._on_policy_command)
+        self.create_timer(0.5, self._adapt_reliability)
         self.create_subscription(String, ros_io.POLICY_STATUS_TOPIC, self._on_policy_status, ros_io.LATCHED_QOS)
         self.create_subscription(String, ros_io.EPISODE_EVENTS_TOPIC, self._on_event, ros_io.LATCHED_QOS)
         if autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -339,6 +349,10 @@ class RecorderNode(LifecycleNode):
             self.status_pub.publish(ros_io.to_string_msg(LabelRefused(error=clip(str(err)))))
             return
         self.status_pub.publish(ros_io.to_string_msg(EpisodeLabeled(episode_id=episode_id, **result)))
+
+    def _adapt_reliability(self) -> None:
+        for change in self.streams.adapt():
+            self.get_logger().info(f"recording {change} (its publishers' reliability)")
 
     # -- disk and health ---------------------------------------------------------------------
     def _on_write_error(self, message: str) -> None:

@@ -18,7 +18,8 @@ Camera frames are converted in `robot_runtime.nodes.images`.
 QoS: our publishers are reliable (a reliable publisher reaches reliable and best-effort
 subscriptions alike); our subscriptions to observations and commands are best effort, the one
 reliability every publisher can reach (a reliable subscription refuses a best-effort publisher,
-which most camera drivers are). The e-stop is reliable and volatile: see ESTOP_QOS.
+which most camera drivers are). The recorder's follow the publishers instead (nodes/adaptive_qos.py):
+reliable while all of a topic's publishers are. The e-stop is reliable and volatile: see ESTOP_QOS.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The recorder node over DDS: operator start/stop/label, hostile messages, and a full disk that stops
-recording only."""
+"""The recorder node over DDS: operator start/stop/label, hostile messages, a full disk that stops
+recording only, and subscriptions whose reliability follows the publishers'."""
 import json
 import subprocess
 import sys
@@ -7,6 +7,8 @@ import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -38,6 +40,38 @@ def recorder_status(diagnostics):
             if status.name.startswith("recorder"):
                 return status
     return None
+
+
+def recorder_reliability(client, topic: str) -> set:
+    return {info.qos_profile.reliability for info in client.node.get_subscriptions_info_by_topic(topic)
+            if info.node_name == "recorder"}
+
+
+def test_the_recorder_subscribes_reliably_while_every_publisher_is_reliable(tmp_path):
+    """Reliable publishers get dropped samples re-sent; a best-effort one joining is still recorded."""
+    graph, client, feeder, _ = start_recorder(tmp_path, tmp_path / "store")  # the feeder publishes reliable
+    reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+    try:
+        for topic in ("/joint_states", "/robot/executed", "/camera/corner/image_raw"):
+            client.wait_for(lambda t=topic: recorder_reliability(client, t) == {reliable}, 10, f"{topic} reliable")
+        driver = client.node.create_publisher(JointState, ros_io.STATE_TOPIC, qos_profile_sensor_data)
+        client.wait_for(lambda: recorder_reliability(client, "/joint_states") == {best_effort}, 10,
+                        "joint_states best effort once a best-effort publisher joined")
+        client.wait_for(lambda: driver.get_subscription_count() == feeder.state_pub.get_subscription_count() == 1,
+                        10, "both publishers matched")
+        episode_id = client.call(Trigger, "/recorder/start_episode", Trigger.Request()).message
+        time.sleep(0.3)
+        feeder.play(1.0, executed=True)
+        assert client.call(Trigger, "/recorder/stop_episode", Trigger.Request()).success
+        assert client.wait_for_commit(episode_id, 10)["steps"] >= 15
+        client.node.destroy_publisher(driver)
+        client.wait_for(lambda: recorder_reliability(client, "/joint_states") == {reliable}, 10,
+                        "joint_states reliable again")
+        log = (tmp_path / "logs" / "recorder.log").read_text()
+        assert "recording joint_states: best_effort" in log and "recording joint_states: reliable" in log
+    finally:
+        client.close()
+        graph.stop()
 
 
 def test_operator_starts_stops_and_labels_an_episode(tmp_path):
