@@ -106,8 +106,8 @@ class RecorderNode(LifecycleNode):
         self.recorder: AsyncRecorder | None = None
         self.active = False
         grace = declare(self, "step_grace_s", 0.5, "robot time a commanded step missing its state or a frame waits "
-                        "for it (topics arrive independently; a busy computer delays big frames)", read_only=True,
-                        low=0.0, high=10.0)
+                        "for it (topics arrive independently; a large frame may trail the next command)",
+                        read_only=True, low=0.0, high=10.0)
         self.assembler = StepAssembler(self.layout, grace_ns=int(grace * 1e9))
         self.recording = False
         self.recorder_episode_id = ""

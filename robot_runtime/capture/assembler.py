@@ -6,9 +6,9 @@ camera contributes the frame nearest in time within `tolerance_ns` (exactly the
 same stamp on the simulated robot; close to it on a real one). A step is emitted
 once a newer command has arrived (or the episode ends); a step still missing its
 state or a frame then waits up to `grace_ns` of robot time for it, holding the
-steps after it back so rows stay in order. Topics are delivered independently: on
-a busy computer a 150 KB frame can trail the small command that answers it by more
-than a control period, and without the wait such a step was dropped as incomplete.
+steps after it back so rows stay in order. Topics are delivered independently, so
+on a busy computer a large frame may trail the small command of the step after it;
+without the wait such a step would be dropped as incomplete.
 Observations that never got a command (the final one) are not steps; commands whose
 observation is still incomplete after the wait are counted, never silently written,
 and so are messages that arrive after their step was written or given up.
@@ -46,7 +46,7 @@ class StepAssembler:
         self._commands: dict[int, tuple[np.ndarray, str]] = {}
         self._policy: dict[int, tuple[np.ndarray, str]] = {}
         self._emitted_up_to = -1
-        self._waiting: set[int] = set()  # stamps of steps that were due but incomplete
+        self._waiting: int | None = None  # the stamp of the step that was due but incomplete (it holds the rest)
 
     def _tables(self) -> list[dict]:
         return [self._states, self._policy, self._commands, *self._images.values()]
@@ -57,7 +57,7 @@ class StepAssembler:
         self.prune(since_ns)
         self._emitted_up_to = since_ns - 1
         self.counts = AssemblyCounts()
-        self._waiting.clear()
+        self._waiting = None
         if tolerance_ns is not None:
             self.tolerance_ns = tolerance_ns
 
@@ -112,11 +112,11 @@ class StepAssembler:
             state, frames = self._states.get(stamp), self._frames(stamp)
             complete = state is not None and frames is not None
             if not complete and not final and newest - stamp < self.grace_ns:
-                self._waiting.add(stamp)
+                self._waiting = stamp
                 break  # its state or a frame may still be on the way: this step and the ones after it wait
             done.append(stamp)
-            if stamp in self._waiting:
-                self._waiting.discard(stamp)
+            if stamp == self._waiting:
+                self._waiting = None
                 self.counts.completed_in_grace += complete
             action, source = self._commands.pop(stamp)
             self._states.pop(stamp, None)
