@@ -80,6 +80,16 @@ def imported_from(python, cwd: Path, env: dict | None = None) -> str:
     return done.stdout.strip()
 
 
+def transport_profile(python, cwd: Path, env: dict | None = None) -> Path:
+    """The DDS profile the install's launchers hand their nodes (robot_runtime/bringup/transport.py)."""
+    done = subprocess.run([python, "-m", "robot_runtime.bringup.transport"], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = Path(done.stdout.strip().partition("=")[2])
+    assert path.is_file(), done.stdout
+    return path
+
+
 def run_graph_and_record(command: list, cwd: Path, env: dict | None = None) -> None:
     """Start the sim graph with `command` (a launcher), wait for it, run one operator episode, check it committed."""
     log_dir = cwd / "logs"
@@ -146,6 +156,7 @@ def start_each_executable(bin_dir: Path, cwd: Path, env: dict | None = None) -> 
 def test_wheel_install_runs_its_own_modules_and_data(wheel_venv, tmp_path):
     python = wheel_venv / "bin" / "python"
     assert imported_from(python, tmp_path).startswith(str(wheel_venv))
+    assert transport_profile(python, tmp_path).is_relative_to(wheel_venv)
     run_graph_and_record([wheel_venv / "bin" / "robot-runtime-launch"], tmp_path)
 
 
@@ -156,6 +167,7 @@ def test_wheel_install_starts_every_node_executable(wheel_venv, tmp_path):
 def test_colcon_install_runs_from_the_install_space(colcon_install, tmp_path):
     prefix, env = colcon_install
     assert imported_from(sys.executable, tmp_path, env).startswith(str(prefix))
+    assert transport_profile(sys.executable, tmp_path, env).is_relative_to(prefix)
     # `ros2 run robot_runtime <node>` looks in lib/robot_runtime: every executable is there.
     assert {p.name for p in (prefix / "lib" / "robot_runtime").iterdir()} >= set(EXECUTABLES)
     run_graph_and_record([sys.executable, "-m", "robot_runtime.bringup.launcher"], tmp_path, env)

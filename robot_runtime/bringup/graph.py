@@ -86,15 +86,21 @@ def write_node_parameters(path: Path, namespace: str, spec: NodeSpec, parameters
 def launch_description(graph: str):
     """A launch_ros LaunchDescription of `graph` (needs a ROS 2 install with launch_ros).
 
+    Processes start with the shipped DDS transport profile unless the environment names one (transport.py).
     Arguments: `params_file`, `namespace` (every node's, e.g. /r1) and `autostart`: true emits configure,
     then activate on reaching inactive, to each managed node from the launch file; false leaves them
     unconfigured for a lifecycle manager (`ros2 run robot_runtime lifecycle_manager up ...`)."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    import os
+
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 
     from launch import LaunchDescription
+    from robot_runtime.bringup.transport import transport_environment
 
     _, config_file = GRAPHS[graph]
     return LaunchDescription([
+        # config/fastdds.xml for every process launched after this (large camera frames), unless one is chosen
+        *(SetEnvironmentVariable(name, value) for name, value in transport_environment(os.environ).items()),
         DeclareLaunchArgument("params_file", default_value=str(config_dir() / config_file),
                               description="parameter YAML for every node of the graph"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node, e.g. /r1"),

@@ -3,7 +3,8 @@
 Reads the same node list as launch/*.launch.py (robot_runtime.bringup.graph), gives each
 node the graph's parameter YAML plus one file of its own (its section of that YAML, the
 graph's parameters and the overrides) keyed by its full name, so it applies under a
-`--namespace`; and owns the processes: logs go to one file per node, and `stop()` shuts
+`--namespace`; starts them with the shipped DDS transport profile (bringup/transport.py)
+unless the environment names one; and owns the processes: logs go to one file per node, and `stop()` shuts
 them down with SIGTERM (then SIGKILL).
 
 `--lifecycle auto` (the default): the managed nodes (policy_node, teleop_mux, recorder)
@@ -34,6 +35,7 @@ from robot_runtime.bringup.graph import (
     normalize_namespace,
     write_node_parameters,
 )
+from robot_runtime.bringup.transport import with_transport
 
 LIFECYCLE_MODES = ("auto", "manual")
 
@@ -62,7 +64,7 @@ class GraphProcesses:
         self.namespace = normalize_namespace(namespace)
         self.lifecycle = lifecycle
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"{graph}-graph-"))
-        self.env = {**os.environ, **(env or {})}
+        self.env = with_transport({**os.environ, **(env or {})})  # config/fastdds.xml unless chosen
         self.processes: dict[str, subprocess.Popen] = {}
 
     def command(self, spec, overrides_file: Path) -> list[str]:
