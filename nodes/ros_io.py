@@ -23,7 +23,9 @@ reliable while all of a topic's publishers are. The e-stop is reliable and volat
 """
 from __future__ import annotations
 
+import faulthandler
 import math
+import signal
 from collections.abc import Iterable
 
 import numpy as np
@@ -142,6 +144,11 @@ def to_string_msg(message) -> String:
     return String(data=message.to_json())
 
 
+# A launcher that gives up waiting for a node to stop sends this first: every thread's Python stack goes
+# to the node's stderr (its log), so a hang says where it hangs before SIGKILL ends it.
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+
+
 def spin_node(node, executor=None) -> None:
     """Spin until SIGINT/SIGTERM (rclpy's own handlers wake the executor), then tear down cleanly.
 
@@ -152,6 +159,7 @@ def spin_node(node, executor=None) -> None:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)   # a hung node shows where, in its log
     try:
         rclpy.spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -5,7 +5,7 @@ node the graph's parameter YAML plus one file of its own (its section of that YA
 graph's parameters and the overrides) keyed by its full name, so it applies under a
 `--namespace`; starts them with the shipped DDS transport profile (bringup/transport.py)
 unless the environment names one; and owns the processes: logs go to one file per node, and `stop()` shuts
-them down with SIGTERM (then SIGKILL).
+them down with SIGTERM (then, for a node that hangs, SIGUSR1 for its stacks in its log and SIGKILL).
 
 `--lifecycle auto` (the default): the managed nodes (policy_node, teleop_mux, recorder)
 walk themselves to active. `--lifecycle manual`: they start unconfigured and command
@@ -36,8 +36,10 @@ from robot_runtime.bringup.graph import (
     write_node_parameters,
 )
 from robot_runtime.bringup.transport import with_transport
+from robot_runtime.nodes.ros_io import STACK_DUMP_SIGNAL
 
 LIFECYCLE_MODES = ("auto", "manual")
+STACK_DUMP_WAIT_S = 1.0   # for a node that did not stop to write its stacks (ros_io.STACK_DUMP_SIGNAL) before SIGKILL
 
 
 def stop_with_parent() -> None:
@@ -105,8 +107,12 @@ class GraphProcesses:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                proc.send_signal(STACK_DUMP_SIGNAL)   # its threads' stacks into its log, then the kill
+                try:
+                    proc.wait(STACK_DUMP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         return {name: proc.returncode for name, proc in self.processes.items()}
 
     def __enter__(self) -> GraphProcesses:

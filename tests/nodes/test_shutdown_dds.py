@@ -2,8 +2,12 @@
 
 rclpy's signal handler shuts the context down from under a running callback; before spin_node treated
 that as the stop it is, sim_robot died with `RCLError: publisher's context is invalid` (exit 1) in
-about 4 of 5 stops mid-episode, and the graph tests' teardown failed on it now and then."""
+about 4 of 5 stops mid-episode, and the graph tests' teardown failed on it now and then. A node that
+does not stop at all is killed, and first writes every thread's stack into its log (SIGUSR1,
+faulthandler), so the hang can be found."""
 import random
+import subprocess
+import sys
 import time
 
 from robot_runtime.bringup.launcher import GraphProcesses
@@ -28,3 +32,34 @@ def test_sim_robot_stopped_mid_episode_exits_cleanly(tmp_path):
         log = (logs / "sim_robot.log").read_text()
         assert codes == {"sim_robot": 0}, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
+
+
+HUNG_NODE = """
+import time
+import rclpy
+from robot_runtime.nodes import ros_io
+
+def stuck_in_a_callback():
+    time.sleep(3600)   # a callback that never returns: SIGTERM cannot stop the spin
+
+rclpy.init()
+node = rclpy.create_node("hung_node")
+node.create_timer(0.05, stuck_in_a_callback)
+ros_io.spin_node(node)
+"""
+
+
+def test_a_node_that_does_not_stop_leaves_its_stacks_in_its_log_before_the_kill(tmp_path):
+    script = tmp_path / "hung_node.py"
+    script.write_text(HUNG_NODE)
+    log = tmp_path / "hung_node.log"
+    processes = GraphProcesses("sim", log_dir=tmp_path, only=[])
+    with log.open("w") as out:
+        processes.processes["hung_node"] = subprocess.Popen([sys.executable, str(script)], stdout=out,
+                                                            stderr=subprocess.STDOUT, env=processes.env)
+    time.sleep(3.0)   # inside the callback by now
+    started = time.monotonic()
+    codes = processes.stop(timeout=2.0)
+    assert codes["hung_node"] == -9 and time.monotonic() - started < 10
+    text = log.read_text()
+    assert "stuck_in_a_callback" in text and "hung_node.py" in text, text[-3000:]
