@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from robot_runtime.improvement_loop.metrics import calibration, explained_variance, rank_auc
+from robot_runtime.improvement_loop.metrics import calibration, explained_variance, rank_auc, wilson_interval
 
 
 def pairwise_auc(scores, positive):
@@ -70,3 +70,11 @@ def test_explained_variance():
     assert explained_variance(returns, returns) == 1.0
     assert explained_variance(returns, np.full(3, -0.5)) == 0.0
     assert explained_variance(np.zeros(3), returns) is None
+
+
+def test_the_wilson_interval_holds_the_observed_rate_even_at_the_ends():
+    for n in (1, 7, 50, 100, 500):
+        for successes in (0, 1, n // 2, n - 1, n):
+            low, high = wilson_interval(successes, n)
+            assert 0.0 <= low <= successes / n <= high <= 1.0, (successes, n, low, high)
+    assert wilson_interval(100, 100)[1] == 1.0 and wilson_interval(0, 100)[0] == 0.0
