@@ -12,7 +12,7 @@ cache, loader_samples_per_s, the steady rate of a training run) and its ratio to
 the same batches cut from arrays in memory (in_memory_samples_per_s, measured beside it), psnr_db
 (median over frames; psnr_db_min the worst) and ssim (mean) against the frames sent, max_abs_error.
 Each codec's figures are kept in DIR/partial/ as they finish; a rerun resumes after them (--fresh
-starts over). DIR/results.json: `codecs`, `default` (the lossy codec proposed as the default),
+starts over). DIR/results.json: `codecs`, `default` (the recorder's default codec, chosen by benchmarks/codec_bc.py),
 `reference` (LeRobot's AV1 layout measured on the same workload), each codec's load_average.
 """
 from __future__ import annotations
@@ -28,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_runtime.capture.codecs import QUALITY, RECORDING
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 CAMERAS = ("corner", "corner2", "gripperPOV")
 SIZE, CAMERA_HZ, STEPS, BATCH = 224, 30.0, 1000, 64
-# name -> (codec, quality): the codecs at their defaults, and a setting either side of the video defaults
+# name -> (codec, quality): JPEG at two qualities, each video codec at three
 SETTINGS = {"lossless": ("lossless", None), "jpeg-90": ("jpeg", 90), "jpeg-75": ("jpeg", 75),
             "h264-23": ("h264", 23), "h264-26": ("h264", 26), "h264-30": ("h264", 30),
             "av1-32": ("av1", 32), "av1-38": ("av1", 38), "av1-44": ("av1", 44)}
-DEFAULT = "h264-26"
+DEFAULT = f"{RECORDING}-{QUALITY[RECORDING][2]}"   # the recorder's default camera codec at its default quality
 REFERENCE = {"name": "LeRobot 0.3.2 AV1 video (issue 15's measurement)", "mb_per_1000_steps": 5.1,
              "writer_steps_per_s": 23.5}
 

@@ -36,7 +36,7 @@ from std_srvs.srv import Trigger
 
 from robot_runtime.calibration.cameras import CalibrationError, load_calibration
 from robot_runtime.capture.assembler import StepAssembler
-from robot_runtime.capture.codecs import CODECS, CameraCodec, CodecError
+from robot_runtime.capture.codecs import CODECS, RECORDING, CameraCodec, CodecError
 from robot_runtime.capture.disk_guard import DiskGuard, tree_bytes
 from robot_runtime.capture.recording import AsyncRecorder
 from robot_runtime.episode import EpisodeError, EpisodeLayout, EpisodeMetadata, EpisodeStore, new_episode_id
@@ -71,7 +71,7 @@ class RecorderNode(LifecycleNode):
         transport = declare(self, "image_transport", "raw", "camera frames as sensor_msgs/Image (raw) or "
                             "CompressedImage (compressed, on <camera>/image_raw/compressed)", read_only=True,
                             choices=images.TRANSPORTS)
-        codec = declare(self, "image_codec", "lossless", "how frames are stored: lossless, jpeg per frame, h264 or "
+        codec = declare(self, "image_codec", RECORDING, "how frames are stored: lossless, jpeg per frame, h264 or "
                         "av1 video per chunk (each chunk starts with a keyframe)", read_only=True, choices=CODECS)
         quality = declare(self, "image_quality", -1, "jpeg quality 1-100 (higher is better), h264 CRF 0-51 or av1 "
                           "CRF 0-63 (lower is better); -1 = the codec's default", read_only=True, low=-1, high=100)

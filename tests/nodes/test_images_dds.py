@@ -32,7 +32,9 @@ def graphs(tmp_path_factory):
         for transport in ("raw", "compressed"):
             processes.append(GraphProcesses("sim", {
                 "policy_node": {"bundle_path": str(bundle.path), "image_transport": transport},
-                "recorder": {"store_path": str(root / transport), "image_transport": transport}},
+                # lossless: what the frames became on the wire is compared pixel for pixel
+                "recorder": {"store_path": str(root / transport), "image_transport": transport,
+                             "image_codec": "lossless"}},
                 log_dir=root / transport / "logs", only=["policy_node", "recorder"], namespace=transport).start())
         for transport in ("raw", "compressed"):
             client = clients[transport] = GraphClient(f"images_{transport}", namespace=transport)

@@ -13,6 +13,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from robot_runtime.bringup.launcher import GraphProcesses
+from robot_runtime.capture.codecs import RECORDING, CameraCodec
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.messages import EpisodeEnd, LabelRefused, parse_recorder_status
 from robot_runtime.nodes import ros_io
@@ -89,6 +90,8 @@ def test_operator_starts_stops_and_labels_an_episode(tmp_path):
         ep = store.open(episode_id)
         assert ep.outcome == "unlabeled" and ep.steps == commit["steps"] >= 15 and ep.meta["robot_id"] == "arm-7"
         assert ep.meta["intervention_segments"] == [[0, ep.steps]]  # the feeder reports operator control
+        # unless told otherwise the cameras are kept in the codec codec_bc chose, at its default quality
+        assert ep.meta["camera_codecs"]["corner"] == CameraCodec(RECORDING).to_json() == {"codec": "av1", "quality": 44}
 
         labels = client.node.create_publisher(String, ros_io.OPERATOR_LABEL_TOPIC, ros_io.STREAM_QOS)
         time.sleep(0.5)
@@ -223,12 +226,13 @@ def small_filesystem(tmp_path):
 
 
 def test_nearly_full_filesystem_stops_recording_before_it_fills(tmp_path, small_filesystem):
+    # lossless: noise frames then take ~0.7 MB per 50-step chunk (av1 would take a few KB)
     graph, client, feeder, diagnostics = start_recorder(tmp_path, small_filesystem / "store", min_free_mb=2.5,
-                                                        image_size=48)
+                                                        image_size=48, image_codec="lossless")
     try:
         first = client.call(Trigger, "/recorder/start_episode", Trigger.Request()).message
         time.sleep(0.3)
-        feeder.play(10.0, executed=True, size=48, noise=True)  # ~0.7 MB per 50-step chunk on a 4 MB disk
+        feeder.play(10.0, executed=True, size=48, noise=True)  # on a 4 MB disk
         client.wait_for_commit(first, 10)
         ep = EpisodeStore(small_filesystem / "store").open(first)  # what was written is intact
         assert ep.meta["truncated"] and "disk" in ep.meta["end_reason"] and ep.steps > 0
