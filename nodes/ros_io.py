@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import faulthandler
 import math
-import signal
 from collections.abc import Iterable
 
 import numpy as np
@@ -33,6 +32,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from robot_runtime.bringup.launcher import STACK_DUMP_SIGNAL
 from robot_runtime.files import UnsafeNameError, check_name
 
 STATE_TOPIC = "joint_states"
@@ -142,11 +142,6 @@ def to_string_msg(message) -> String:
     """A `robot_runtime.messages` message as the std_msgs/String its topic carries; read one back with the
     topic's parse function on `msg.data` (e.g. `messages.parse_episode_event`)."""
     return String(data=message.to_json())
-
-
-# A launcher that gives up waiting for a node to stop sends this first: every thread's Python stack goes
-# to the node's stderr (its log), so a hang says where it hangs before SIGKILL ends it.
-STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 
 def spin_node(node, executor=None) -> None:

@@ -36,10 +36,12 @@ from robot_runtime.bringup.graph import (
     write_node_parameters,
 )
 from robot_runtime.bringup.transport import with_transport
-from robot_runtime.nodes.ros_io import STACK_DUMP_SIGNAL
 
 LIFECYCLE_MODES = ("auto", "manual")
-STACK_DUMP_WAIT_S = 1.0   # for a node that did not stop to write its stacks (ros_io.STACK_DUMP_SIGNAL) before SIGKILL
+# A node that does not stop on SIGTERM gets this first: every thread's Python stack goes to its log
+# (ros_io.spin_node registers faulthandler for it), so a hang says where before SIGKILL ends it.
+STACK_DUMP_SIGNAL = signal.SIGUSR1
+STACK_DUMP_WAIT_S = 1.0   # for it to write them
 
 
 def stop_with_parent() -> None:
