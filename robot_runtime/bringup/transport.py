@@ -23,7 +23,8 @@ DEFAULT_RMW = "rmw_fastrtps_cpp"   # what rclpy loads when RMW_IMPLEMENTATION is
 
 def profile_path() -> Path:
     """config/fastdds.xml of the checkout or the install; FileNotFoundError where the install lacks it (a
-    missing profile would only make Fast DDS log an error and drop large frames again)."""
+    missing profile would only make Fast DDS log an error and drop large frames again). Not
+    resources.find_data_file: it would take a stray fastdds.xml in the working directory first."""
     candidates = [base / "fastdds.xml" for base in share_candidates("config")]
     for candidate in candidates:
         if candidate.is_file():
