@@ -133,6 +133,8 @@ NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),
+    # The filtered rows as the indicator; the value (the candidate's) still makes AWR's advantages.
+    "outcome": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="outcome", ensemble=3),
 }
 
 

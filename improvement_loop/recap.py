@@ -159,6 +159,17 @@ def youden_thresholds(advantages: np.ndarray, task_index: np.ndarray, decided: n
     return thresholds
 
 
+def outcome_indicators(success: np.ndarray, intervention: np.ndarray) -> np.ndarray:
+    """I_t = POSITIVE for the steps of successful episodes and operator steps, NEGATIVE otherwise.
+
+    The filtered-BC rows as RECAP's indicator: the positive-conditioned policy learns
+    what filtered BC learns, while the same network also sees the failed episodes'
+    steps, labelled as what not to do (and CFG at beta > 1 steers away from them).
+    """
+    positive = np.asarray(success, dtype=bool) | np.asarray(intervention, dtype=bool)
+    return np.where(positive, POSITIVE, NEGATIVE).astype(np.int64)
+
+
 def indicators(advantages: np.ndarray, task_index: np.ndarray, intervention: np.ndarray, positive_fraction: float,
                chosen: dict[int, float] | None = None) -> tuple[np.ndarray, dict[int, float]]:
     """Improvement indicator I_t = 1(A_t > epsilon_task), interventions forced POSITIVE.

@@ -33,12 +33,13 @@ from robot_runtime.improvement_loop.recap import (
     indicators,
     mc_advantages,
     n_step_advantages,
+    outcome_indicators,
     youden_thresholds,
 )
 from robot_runtime.improvement_loop.training.train import TrainConfig, predict_values, train_value
 
 ESTIMATORS = ("n_step", "mc", "gae")
-THRESHOLDS = ("fraction", "youden")
+THRESHOLDS = ("fraction", "youden", "outcome")
 VALUE_INITS = ("pretrained", "previous")
 AUTO_N_SECONDS = (0.25, 0.5, 1.0, 2.0, 4.0)     # the horizons n_step='auto' chooses from, in seconds of control
 MEMBER_SEED_STRIDE = 1000                       # ensemble member m trains with seed + m * stride
@@ -77,7 +78,10 @@ class LabelConfig:
       threshold    'fraction': per task, `positive_fraction` of decided steps positive
                    (the paper). 'youden': per task, the epsilon maximizing Youden's J for
                    telling decided steps of successes from failures (recap.youden_thresholds;
-                   tasks without both outcomes keep the fraction rule).
+                   tasks without both outcomes keep the fraction rule). 'outcome': no
+                   threshold; positive = the steps of successful episodes (the filtered-BC
+                   rows, recap.outcome_indicators), so the labels do not depend on the
+                   value at all; the advantage is still computed, scored and used by AWR.
     Operator corrections are forced positive under every option.
     """
 
@@ -216,9 +220,12 @@ def label_steps(data: Dataset, returns: np.ndarray, values: np.ndarray,
                 cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """(advantages, indicators, metrics incl. label quality) from out-of-fold values; numpy only, no training."""
     advantages, chosen = advantages_of(data, returns, values, cfg)
-    youden = (youden_thresholds(advantages, data.task_index, ~data.intervention, data.success)
-              if cfg.threshold == "youden" else {})
-    labels, thresholds = indicators(advantages, data.task_index, data.intervention, cfg.positive_fraction, youden)
+    if cfg.threshold == "outcome":
+        labels, thresholds = outcome_indicators(data.success, data.intervention), {}
+    else:
+        youden = (youden_thresholds(advantages, data.task_index, ~data.intervention, data.success)
+                  if cfg.threshold == "youden" else {})
+        labels, thresholds = indicators(advantages, data.task_index, data.intervention, cfg.positive_fraction, youden)
     positive = labels == POSITIVE
     versions = np.array([e.policy_version for e in data.episodes])[data.episode_index]
     metrics = {

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     labels.add_argument("--gae-lambda", type=float, default=LabelConfig.gae_lambda)
     labels.add_argument("--threshold", choices=THRESHOLDS, default=LabelConfig.threshold,
                         help="fraction: --positive-fraction of decided steps positive per task; youden: per task "
-                             "the threshold maximizing Youden's J on successful vs failed episodes' steps")
+                             "the threshold maximizing Youden's J on successful vs failed episodes' steps; outcome: "
+                             "the steps of successful episodes (and operator steps) positive, no threshold")
     labels.add_argument("--positive-fraction", type=float, default=LabelConfig.positive_fraction)
     labels.add_argument("--value-folds", type=int, default=LabelConfig.folds, help="cross-fitting folds by episode")
     labels.add_argument("--value-ensemble", type=int, default=LabelConfig.ensemble,

@@ -14,6 +14,7 @@ from robot_runtime.improvement_loop.recap import (
     mc_returns,
     n_step_advantages,
     normalized_returns,
+    outcome_indicators,
     task_thresholds,
     to_bins,
     youden_thresholds,
@@ -182,3 +183,9 @@ def test_youden_threshold_maximizes_tpr_minus_fpr_per_task():
     assert labels[:8].tolist() == [POSITIVE] * 3 + [NEGATIVE] * 4 + [POSITIVE]
     # Without a chosen threshold the same call is the fraction rule.
     assert indicators(adv, task, intervention, 0.5)[1][0] == task_thresholds(adv, task, ~intervention, 0.5)[0]
+
+
+def test_outcome_indicators_are_the_filtered_rows():
+    success = np.array([1, 1, 0, 0, 0], bool)
+    intervention = np.array([0, 1, 1, 0, 0], bool)
+    assert outcome_indicators(success, intervention).tolist() == [POSITIVE, POSITIVE, POSITIVE, NEGATIVE, NEGATIVE]

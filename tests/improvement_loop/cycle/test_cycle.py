@@ -11,6 +11,7 @@ from robot_runtime.episode import EpisodeLayout, EpisodeStore
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, episode_folds, stable_folds
 from robot_runtime.improvement_loop.cycle.cli import main
 from robot_runtime.improvement_loop.cycle.rounds import CycleResult, improve, pretrain, result_path
+from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
 
 from tiny_cycle import LAYOUT, TASKS, config, scalars, write_episode
 
@@ -108,6 +109,7 @@ OPTIONS = {
     "gae": LabelConfig(estimator="gae", gae_lambda=0.9),
     "auto_n": LabelConfig(n_step="auto"),
     "ensemble": LabelConfig(ensemble=2),
+    "outcome": LabelConfig(threshold="outcome"),
 }
 
 
@@ -123,6 +125,12 @@ def test_each_label_option_trains_a_round(rounds, name):
         assert "n_step" not in m and set(m["threshold_by_task"].values()) <= {"youden", "fraction"}
     elif name == "gae":
         assert m["gae_lambda"] == 0.9
+    elif name == "outcome":
+        # Steps of successful episodes and operator steps positive, the rest negative, whatever the advantage.
+        data = load_dataset(root, DatasetConfig())
+        expected = np.mean(data.success | data.intervention)
+        assert m["thresholds"] == {} and m["positive_fraction"] == pytest.approx(expected)
+        assert m["positive_fraction_by_outcome"]["success"] == 1.0
     elif name == "auto_n":
         assert m["n_step"] == "auto" and set(m["n_step_by_task"]) == set(TASKS)
         assert all(n in (2, 5, 10, 20, 40) for n in m["n_step_by_task"].values())      # 0.25..4 s at 10 Hz
