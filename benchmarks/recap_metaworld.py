@@ -129,7 +129,7 @@ CONTROL_RATE_HZ = 20.0
 EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution horizon and blend steps"
 # CycleConfig fields added after results were committed, at the value that changes nothing: left out of
 # the fingerprint, so those results stay valid.
-NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False}
+NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False, "positive_share": None, "indicators_from_null": False}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),
@@ -172,6 +172,8 @@ class BenchConfig:
     labels: str = "today"           # a RECIPES key (the cycle's default recipe unless named)
     jobs: int = 1
     guided: int = 0                 # K > 1: also evaluate RECAP with value-guided execution over K candidates
+    positive_share: float | None = None     # CycleConfig.positive_share (None: uniform rows, the paper)
+    indicators_from_null: bool = False      # CycleConfig.indicators_from_null
     corrections: bool = True        # False: rounds collect autonomous episodes only (no operator)
     diagnostics: bool = True        # last round only: BC on RECAP's positive rows (labels without conditioning)
     image_codec: CameraCodec = field(default_factory=CameraCodec)   # how the store keeps the cameras' frames
@@ -211,7 +213,8 @@ def cycle_config(cfg: BenchConfig, seed: int) -> CycleConfig:
     policy = replace(policy, seed=seed, progress=False, steps=cfg.policy_steps or policy.steps)
     return CycleConfig(model_id=f"mw-{cfg.obs}", value=value, policy=policy, labels=RECIPES[cfg.labels],
                        denoising_steps=4 if cfg.quick else CycleConfig.denoising_steps,
-                       chunk_critic=cfg.guided > 1)
+                       chunk_critic=cfg.guided > 1, positive_share=cfg.positive_share,
+                       indicators_from_null=cfg.indicators_from_null)
 
 
 def methods(cfg: BenchConfig) -> tuple[str, ...]:
@@ -919,7 +922,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         max_steps=args.max_steps if not q else min(args.max_steps, 80), out=args.out,
         work=args.work or Path(f"/tmp/recap_metaworld_{args.obs}{'_quick' if q else ''}"), quick=q,
         policy_steps=args.policy_steps, value_steps=args.value_steps, labels=args.labels, jobs=args.jobs,
-        guided=args.guided,
+        guided=args.guided, positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
         diagnostics=not args.no_diagnostics, corrections=not args.no_corrections,
         image_codec=parse_image_codec(args.image_codec))
     problems = [(cfg.seeds > MAX_SEEDS, f"--seeds {cfg.seeds}: at most {MAX_SEEDS} (training layouts would reach "
@@ -932,7 +935,9 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
                  f"--image-codec {args.image_codec}: --obs state records no cameras; use --obs pixels"),
                 (cfg.guided != 0 and not 2 <= cfg.guided <= MAX_CANDIDATES,
                  f"--guided must be 0 (off) or from 2 to {MAX_CANDIDATES}, got {cfg.guided}"),
-                (search.episodes < 1 or search.tries < 1, "--calibration-episodes and --demo-tries must be >= 1")]
+                (search.episodes < 1 or search.tries < 1, "--calibration-episodes and --demo-tries must be >= 1"),
+                (cfg.positive_share is not None and not 0 < cfg.positive_share < 1,
+                 f"--positive-share must be in (0, 1), got {cfg.positive_share}")]
     for bad, problem in problems:
         if bad:
             raise BenchError(problem)
@@ -967,6 +972,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guided", type=int, default=0, metavar="K",
                         help="also train the chunk critic and evaluate recap_guided: RECAP (beta 1) executing the "
                              "best of K sampled chunks as the critic ranks them (K 2..64; default off)")
+    parser.add_argument("--positive-share", type=float, default=None,
+                        help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
+    parser.add_argument("--indicators-from-null", action="store_true",
+                        help="RECAP's positive/negative embeddings start at the pretrained (BC) null one")
     parser.add_argument("--policy-steps", type=int, default=None, help="override the policy step budget (all methods)")
     parser.add_argument("--value-steps", type=int, default=None, help="override the value step budget")
     parser.add_argument("--out", type=Path, required=True,

@@ -86,7 +86,8 @@ def study_pair(run: dict, recipes: list[str], args: argparse.Namespace) -> dict:
             work = scratch / recipe
             work.mkdir(parents=True)
             (work / "text_cache").symlink_to((home / "work" / "text_cache").resolve())
-            cycle = replace(cycle_config(cfg, seed), labels=RECIPES[recipe], chunk_critic=args.guided > 1)
+            cycle = replace(cycle_config(cfg, seed), labels=RECIPES[recipe], chunk_critic=args.guided > 1,
+                            positive_share=args.positive_share, indicators_from_null=args.indicators_from_null)
             rd = round_data(home / "episodes", work, pretrained, cycle, rounds)
             expected = run["rounds"][-1]["store_episodes"]
             if len(rd.data.episodes) != expected:
@@ -174,6 +175,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guided", type=int, default=0, metavar="K",
                         help="also train each recipe's chunk critic and score RECAP (beta 1) executing the best of "
                              "K sampled chunks")
+    parser.add_argument("--positive-share", type=float, default=None,
+                        help="RECAP's batches draw this share from positive rows (CycleConfig.positive_share; "
+                             "default uniform rows); filtered BC is unchanged")
+    parser.add_argument("--indicators-from-null", action="store_true",
+                        help="RECAP's positive/negative embeddings start at the pretrained null one "
+                             "(CycleConfig.indicators_from_null)")
     parser.add_argument("--quick", action="store_true", help="the runs are recap_metaworld --quick runs (smoke)")
     parser.add_argument("--jobs", type=int, default=1, help="pairs studied in parallel processes")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/recipe_study"))
@@ -208,7 +215,9 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("no pair could be studied")
     table = summarize(pairs, recipes, args.guided)
     report = {"recipes": {r: json.loads(json.dumps(asdict(RECIPES[r]))) for r in recipes},
-              "guided": args.guided, "layouts": f"calibration {CALIBRATION_SEED_BASE}+i, {args.episodes} per policy",
+              "guided": args.guided, "positive_share": args.positive_share,
+              "indicators_from_null": args.indicators_from_null,
+              "layouts": f"calibration {CALIBRATION_SEED_BASE}+i, {args.episodes} per policy",
               "pooled": table,
               "pairs": [f"{p['task']} seed {p['seed']}" for p in pairs]}
     write_json_atomic(args.out / "results.json", report)

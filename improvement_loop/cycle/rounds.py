@@ -53,7 +53,7 @@ from robot_runtime.improvement_loop.data.text import TextEmbedder
 from robot_runtime.improvement_loop.metrics import explained_variance
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.models.export import ExportConfig, export_bundle
-from robot_runtime.improvement_loop.recap import normalized_returns
+from robot_runtime.improvement_loop.recap import POSITIVE, normalized_returns
 from robot_runtime.improvement_loop.training.distributed import barrier, main_first, world
 from robot_runtime.improvement_loop.training.train import (
     PolicyTrainConfig,
@@ -85,6 +85,8 @@ class CycleConfig:
     denoising_steps: int = 10
     realtime_chunking: bool = True      # bundles take the committed prefix (see models.policy.VLAPolicy.sample)
     chunk_critic: bool = False          # train Q(o, chunk) with cfg.value's sizes; bundles carry it as value.onnx
+    positive_share: float | None = None     # RECAP's batches: this share drawn from positive rows (None: uniform)
+    indicators_from_null: bool = False  # start a round's positive/negative embeddings at BC's null one
 
 
 @dataclass
@@ -246,13 +248,36 @@ def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = C
     start = time.perf_counter() - rd.seconds
     out = stage_dir(work_dir, rd.round_index)
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
+    if cfg.indicators_from_null:
+        policy.indicators_from_null()
     scalars = {**_skip_scalars(rd.data), "data/positive_fraction": rd.labels.metrics["positive_fraction"]}
+    weights = None if cfg.positive_share is None else share_weights(rd.labels.indicators == POSITIVE,
+                                                                     cfg.positive_share)
     policy, policy_metrics = train_policy(rd.tensors, rd.labels.indicators, policy.spec, cfg.policy, init=policy,
-                                          log_dir=out / "tb", extra_scalars=scalars, resume_dir=out / TRAINING_STATE)
-    metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
+                                          log_dir=out / "tb", extra_scalars=scalars, sample_weights=weights,
+                                          resume_dir=out / TRAINING_STATE)
+    metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics,
+               **({} if cfg.positive_share is None else {"positive_share": cfg.positive_share}),
+               "indicators_from_null": cfg.indicators_from_null}
     critic = stage_critic(rd.tensors, _returns(rd.data, cfg), policy.spec, cfg, out, metrics)
     return finish_stage(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
                         "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg, critic)
+
+
+def share_weights(positive: np.ndarray, share: float) -> np.ndarray:
+    """Row weights that draw `share` of each batch from the positive rows, uniformly within each side.
+
+    Uniform rows give the positive-conditioned branch only the positive fraction of a
+    batch; with a fixed step budget that branch then trains on fewer samples than
+    filtered BC's whole batch. A side without rows gets the whole batch.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"positive_share must be in (0, 1), got {share}")
+    positive = np.asarray(positive, dtype=bool)
+    count = int(positive.sum())
+    if count in (0, len(positive)):
+        return np.ones(len(positive))
+    return np.where(positive, share / count, (1.0 - share) / (len(positive) - count))
 
 
 def stage_critic(tensors: Tensors, returns: np.ndarray, spec, cfg: CycleConfig, out: Path, metrics: dict):

@@ -13,7 +13,7 @@ from torch import nn
 
 from robot_runtime.bundle import Manifest
 from robot_runtime.improvement_loop.models.layers import Block, ContextEncoder, InputSpec, NetConfig, time_features
-from robot_runtime.improvement_loop.recap import NULL, POSITIVE
+from robot_runtime.improvement_loop.recap import NEGATIVE, NULL, POSITIVE
 
 RTC_MAX_GUIDANCE = 5.0  # the paper's beta clip for the prefix guidance weight
 
@@ -32,6 +32,19 @@ class VLAPolicy(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.head = nn.ModuleList(Block(d, cfg.heads, cross=True) for _ in range(cfg.head_layers))
         self.action_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, spec.action_dim))
+
+    @torch.no_grad()
+    def indicators_from_null(self) -> None:
+        """Set the positive and negative indicator embeddings to the null one.
+
+        Behaviour cloning trains only the null token, so after pretrain the other two
+        are still their random initialization: conditioning on them first shifts the head
+        away from what BC learned, and part of a round's budget goes to undoing that.
+        Started from the null token, both branches begin as the BC policy and training
+        only has to pull them apart.
+        """
+        for label in (POSITIVE, NEGATIVE):
+            self.indicator.weight[label] = self.indicator.weight[NULL]
 
     def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                  indicator: torch.Tensor) -> torch.Tensor:

@@ -97,6 +97,7 @@ def test_auto_demos_parallel_pairs_and_resume(tmp_path):
     (["--demos", "push-v3=0"], ">= 1"),
     (["--jobs", "0"], "--jobs"),
     (["--guided", "1"], "--guided"),
+    (["--positive-share", "1.5"], "--positive-share"),
 ])
 def test_bad_settings_are_refused_with_a_reason(bench, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

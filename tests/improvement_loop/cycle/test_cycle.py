@@ -10,7 +10,7 @@ from robot_runtime.bundle import load_bundle
 from robot_runtime.episode import EpisodeLayout, EpisodeStore
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, episode_folds, stable_folds
 from robot_runtime.improvement_loop.cycle.cli import main
-from robot_runtime.improvement_loop.cycle.rounds import CycleResult, improve, pretrain, result_path
+from robot_runtime.improvement_loop.cycle.rounds import CycleResult, improve, pretrain, result_path, share_weights
 from robot_runtime.improvement_loop.data.dataset import DatasetConfig, load_dataset
 
 from tiny_cycle import LAYOUT, TASKS, config, scalars, write_episode
@@ -136,6 +136,22 @@ def test_each_label_option_trains_a_round(rounds, name):
         assert all(n in (2, 5, 10, 20, 40) for n in m["n_step_by_task"].values())      # 0.25..4 s at 10 Hz
     else:
         assert len(result.value_checkpoints) == 4 and len(m["value_member_explained_variance"]) == 2
+
+
+def test_share_weights_draw_the_asked_share_of_positive_rows():
+    positive = np.array([True, False, False, False, True, False])
+    weights = share_weights(positive, 0.8)
+    assert weights[positive].sum() / weights.sum() == pytest.approx(0.8)
+    assert len(set(weights[positive])) == 1 and len(set(weights[~positive])) == 1     # uniform within a side
+    assert np.all(share_weights(np.ones(3, bool), 0.8) == 1.0)                         # one side: uniform rows
+    with pytest.raises(ValueError, match="positive_share"):
+        share_weights(positive, 1.0)
+
+
+def test_positive_share_and_indicators_from_null_train_a_round(rounds):
+    root, work, pretrained, _ = rounds
+    result = improve(root, work, pretrained, replace(config(), positive_share=0.7, indicators_from_null=True), 20)
+    assert result.metrics["positive_share"] == 0.7 and result.metrics["indicators_from_null"] is True
 
 
 def test_a_shared_value_warm_started_across_rounds(rounds, tmp_path):

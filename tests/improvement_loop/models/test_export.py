@@ -14,7 +14,7 @@ from robot_runtime.improvement_loop.models.export import (
 )
 from robot_runtime.improvement_loop.models.layers import InputSpec, NetConfig
 from robot_runtime.improvement_loop.models.policy import PolicyGraph, VLAPolicy
-from robot_runtime.improvement_loop.recap import NULL, POSITIVE
+from robot_runtime.improvement_loop.recap import NEGATIVE, NULL, POSITIVE
 
 SMALL = NetConfig(d_model=32, heads=2, trunk_layers=1, head_layers=1, cnn_channels=(8, 16))
 CAMERAS = {"none": (), "two": (("front", 24, 32), ("wrist", 16, 16))}
@@ -138,3 +138,16 @@ def test_parity_pairs_torch_and_onnx_runtime_inputs_by_name(tmp_path):
                              "noise": torch.from_numpy(inputs["prefix"]), "prefix": torch.from_numpy(inputs["noise"])})
     torch.testing.assert_close(by_position, by_name, rtol=0, atol=0)
     assert np.abs(swapped.numpy() - run(bundle, inputs)).max() > 100 * ExportConfig().parity_tolerance
+
+
+def test_indicators_from_null_start_both_branches_as_the_bc_policy():
+    policy, _, _ = make((), "advantage", 1.0)
+    context, x = torch.randn(2, 3, SMALL.d_model), torch.randn(2, 4, 3)
+    t = torch.full((2,), 0.5)
+
+    def velocity(label):
+        return policy.velocity(context, x, t, torch.full((2,), label))
+
+    assert not torch.allclose(velocity(POSITIVE), velocity(NULL))       # untrained embeddings differ
+    policy.indicators_from_null()
+    assert torch.equal(velocity(POSITIVE), velocity(NULL)) and torch.equal(velocity(NEGATIVE), velocity(NULL))
