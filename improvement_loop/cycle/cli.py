@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     labels.add_argument("--value-store", action="append", default=[], metavar="DIR",
                         help="another episode store (e.g. another task's) the round's value also trains on; "
                              "repeatable")
+    parser.add_argument("--positive-share", type=float, default=None,
+                        help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
+    parser.add_argument("--indicators-from-null", action="store_true",
+                        help="start the round's positive/negative indicator embeddings at the pretrained null one")
     parser.add_argument("--chunk-critic", action="store_true",
                         help="also train a chunk critic Q(o, chunk) and ship it as the bundle's value.onnx "
                              "(value-guided execution on the robot)")
@@ -70,14 +74,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads on this machine (shared by its torchrun ranks); 1 on a busy machine")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common = {"checkpoint_every": args.checkpoint_every, "threads": args.threads}
-    label_cfg = LabelConfig(folds=args.value_folds, ensemble=args.value_ensemble, value_init=args.value_init,
-                            value_stores=tuple(args.value_store), estimator=args.advantage, n_step=args.n_step,
-                            gae_lambda=args.gae_lambda, threshold=args.threshold,
-                            positive_fraction=args.positive_fraction)
-    cfg = CycleConfig(model_id=args.model_id, beta=args.beta, labels=label_cfg, chunk_critic=args.chunk_critic,
-                      value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
-                      policy=PolicyTrainConfig(steps=args.policy_steps, **common))
+    try:
+        cfg = _config(args)
+    except ValueError as err:
+        parser.error(str(err))
     try:
         pretrained = args.pretrained or result_path(args.work, 0)
         if args.stage == "pretrain":
@@ -90,6 +90,18 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(result, indent=1))
     finally:
         shutdown()
+
+
+def _config(args: argparse.Namespace) -> CycleConfig:
+    """The cycle's settings from the flags; ValueError names a bad one."""
+    common = {"checkpoint_every": args.checkpoint_every, "threads": args.threads}
+    labels = LabelConfig(folds=args.value_folds, ensemble=args.value_ensemble, value_init=args.value_init,
+                         value_stores=tuple(args.value_store), estimator=args.advantage, n_step=args.n_step,
+                         gae_lambda=args.gae_lambda, threshold=args.threshold, positive_fraction=args.positive_fraction)
+    return CycleConfig(model_id=args.model_id, beta=args.beta, labels=labels, chunk_critic=args.chunk_critic,
+                       positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
+                       value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
+                       policy=PolicyTrainConfig(steps=args.policy_steps, **common))
 
 
 def _n_step(text: str) -> int | str:

@@ -88,6 +88,10 @@ class CycleConfig:
     positive_share: float | None = None     # RECAP's batches: this share drawn from positive rows (None: uniform)
     indicators_from_null: bool = False  # start a round's positive/negative embeddings at BC's null one
 
+    def __post_init__(self):
+        if self.positive_share is not None and not 0.0 < self.positive_share < 1.0:
+            raise ValueError(f"CycleConfig.positive_share must be in (0, 1) or None, got {self.positive_share}")
+
 
 @dataclass
 class CycleResult:
@@ -248,20 +252,24 @@ def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = C
     start = time.perf_counter() - rd.seconds
     out = stage_dir(work_dir, rd.round_index)
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
-    if cfg.indicators_from_null:
-        policy.indicators_from_null()
     scalars = {**_skip_scalars(rd.data), "data/positive_fraction": rd.labels.metrics["positive_fraction"]}
-    weights = None if cfg.positive_share is None else share_weights(rd.labels.indicators == POSITIVE,
-                                                                     cfg.positive_share)
-    policy, policy_metrics = train_policy(rd.tensors, rd.labels.indicators, policy.spec, cfg.policy, init=policy,
-                                          log_dir=out / "tb", extra_scalars=scalars, sample_weights=weights,
-                                          resume_dir=out / TRAINING_STATE)
-    metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics,
-               **({} if cfg.positive_share is None else {"positive_share": cfg.positive_share}),
-               "indicators_from_null": cfg.indicators_from_null}
+    policy, policy_metrics = train_conditioned(rd.tensors, rd.labels.indicators, policy, cfg, out, scalars)
+    metrics = {**data_metrics(rd.data), **rd.labels.metrics, "policy": policy_metrics}
     critic = stage_critic(rd.tensors, _returns(rd.data, cfg), policy.spec, cfg, out, metrics)
     return finish_stage(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
                         "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg, critic)
+
+
+def train_conditioned(tensors: Tensors, indicators: np.ndarray, policy, cfg: CycleConfig, out: Path,
+                      scalars: dict) -> tuple:
+    """RECAP's policy training from the pretrained `policy` with the cycle's batch and embedding options;
+    (policy, metrics), the options recorded in the metrics. Shared by train_round and the daemon's steps."""
+    if cfg.indicators_from_null:
+        policy.indicators_from_null()
+    weights = None if cfg.positive_share is None else share_weights(indicators == POSITIVE, cfg.positive_share)
+    policy, metrics = train_policy(tensors, indicators, policy.spec, cfg.policy, init=policy, log_dir=out / "tb",
+                                   extra_scalars=scalars, sample_weights=weights, resume_dir=out / TRAINING_STATE)
+    return policy, {**metrics, "positive_share": cfg.positive_share, "indicators_from_null": cfg.indicators_from_null}
 
 
 def share_weights(positive: np.ndarray, share: float) -> np.ndarray:

@@ -29,12 +29,12 @@ from robot_runtime.improvement_loop.cycle.rounds import (
     shared_value_rows,
     stage_critic,
     stage_dir,
+    train_conditioned,
     value_inits,
 )
 from robot_runtime.improvement_loop.cycle.rounds import _skip_scalars as _skip_scalars
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.training.distributed import barrier, world
-from robot_runtime.improvement_loop.training.train import train_policy
 
 STEPS = ("value", "advantages", "policy", "export")
 _DONE = {"value": "value.json", "advantages": "advantages.json", "policy": "policy.json"}
@@ -101,8 +101,7 @@ def _policy(store, work, pretrained, cfg, round_index, done) -> None:
     indicators = np.load(out / "indicators.npy")
     advantages = json.loads(done_path(work, round_index, "advantages").read_text())["metrics"]
     scalars = {**_skip_scalars(data), "data/positive_fraction": advantages["positive_fraction"]}
-    policy, metrics = train_policy(tensors, indicators, policy.spec, cfg.policy, init=policy, log_dir=out / "tb",
-                                   extra_scalars=scalars, resume_dir=out / TRAINING_STATE)
+    policy, metrics = train_conditioned(tensors, indicators, policy, cfg, out, scalars)
     if world().is_main:
         path = save_checkpoint(out / "policy_step.safetensors", policy, info)
         write_json_atomic(done, {"checkpoint": str(path), "metrics": metrics,

@@ -151,7 +151,7 @@ def test_share_weights_draw_the_asked_share_of_positive_rows():
 def test_positive_share_and_indicators_from_null_train_a_round(rounds):
     root, work, pretrained, _ = rounds
     result = improve(root, work, pretrained, replace(config(), positive_share=0.7, indicators_from_null=True), 20)
-    assert result.metrics["positive_share"] == 0.7 and result.metrics["indicators_from_null"] is True
+    assert result.metrics["policy"]["positive_share"] == 0.7 and result.metrics["policy"]["indicators_from_null"]
 
 
 def test_a_shared_value_warm_started_across_rounds(rounds, tmp_path):
@@ -206,3 +206,11 @@ def test_folds_split_episodes_evenly_and_refuse_too_few():
 def test_improve_needs_a_pretrained_result(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the pretrain stage first"):
         improve(tmp_path, tmp_path, tmp_path / "missing.json", config(), 1)
+
+
+def test_the_cli_refuses_a_bad_positive_share_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path), "--work", str(tmp_path / "work"), "--stage", "round",
+              "--positive-share", "1.5"])
+    assert exit_info.value.code == 2 and "positive_share must be in (0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

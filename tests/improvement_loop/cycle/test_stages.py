@@ -1,4 +1,6 @@
 """A round run as its four steps (the daemon's states) labels like a whole round and skips steps already done."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,13 @@ def test_a_done_step_is_not_run_again(pretrained):
     for step in STEPS:
         run_step(step, root, work, result, config(), 2)
     assert stamps == {step: done_path(work, 2, step).stat().st_mtime_ns for step in STEPS}
+
+
+def test_the_steps_honour_the_policy_options(pretrained):
+    """The daemon's path trains with the same RECAP options as a whole round."""
+    root, work, result = pretrained
+    options = replace(config(), positive_share=0.7, indicators_from_null=True)
+    for step in STEPS:
+        run_step(step, root, work, result, options, 4)
+    policy = CycleResult.load(result_path(work, 4)).metrics["policy"]
+    assert policy["positive_share"] == 0.7 and policy["indicators_from_null"] is True
