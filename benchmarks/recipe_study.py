@@ -134,10 +134,13 @@ def summarize(pairs: list[dict], recipes: list[str], guided: int) -> dict:
     return table
 
 
-def render(pairs: list[dict], table: dict, recipes: list[str], guided: int) -> str:
+def render(pairs: list[dict], table: dict, recipes: list[str], guided: int, settings: dict) -> str:
     names = score_names(guided)
     columns = ["filtered_bc"] + [f"{r}_{n}" for r in recipes for n in names]
     lines = ["# Label recipes on the same final-round data (calibration layouts)", "",
+             f"RECAP trained with positive_share {settings['positive_share']}, indicators_from_null "
+             f"{settings['indicators_from_null']}; successes of the calibration episodes per policy, pooled with "
+             "the 95% Wilson interval.", "",
              "| pair | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for p in pairs:
         cells = [p["filtered_bc"]] + [p["recipes"][r]["scores"][n] for r in recipes for n in names]
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
               "pooled": table,
               "pairs": [f"{p['task']} seed {p['seed']}" for p in pairs]}
     write_json_atomic(args.out / "results.json", report)
-    (args.out / "results.md").write_text(render(pairs, table, recipes, args.guided))
+    (args.out / "results.md").write_text(render(pairs, table, recipes, args.guided, report))
     print((args.out / "results.md").read_text())
     return report
 
