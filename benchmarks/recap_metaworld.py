@@ -129,7 +129,8 @@ CONTROL_RATE_HZ = 20.0
 EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution horizon and blend steps"
 # CycleConfig fields added after results were committed, at the value that changes nothing: left out of
 # the fingerprint, so those results stay valid.
-NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False, "positive_share": None, "indicators_from_null": False}
+NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False, "positive_share": None, "indicators_from_null": False,
+                        "method": "recap"}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),

@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from robot_runtime.improvement_loop.cycle.rounds import (
+    ROUND_METHODS,
     CycleConfig,
     CycleResult,
     RoundData,
@@ -35,7 +36,7 @@ from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import train_policy
 
-METHODS = ("bc", "filtered_bc", "awr")
+METHODS = tuple(m for m in ROUND_METHODS if m != "recap")
 DIAGNOSTICS = ("positive_bc",)
 
 
@@ -57,33 +58,44 @@ def awr_weights(advantages: np.ndarray, task_index: np.ndarray, temperature: flo
     return np.exp(np.minimum(z / temperature, np.log(max_weight)))
 
 
-def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg: CycleConfig = CycleConfig(),
-                   awr_temperature: float = 1.0, awr_max_weight: float = 20.0) -> CycleResult:
-    """Train `method` on the round's rows from the pretrained policy; save it under round_NNN/<method>/."""
+def baseline_rows(method: str, success: np.ndarray, intervention: np.ndarray, advantages: np.ndarray,
+                  indicators: np.ndarray, task_index: np.ndarray, awr_temperature: float = 1.0,
+                  awr_max_weight: float = 20.0) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+    """What `method` trains on: (row mask or None for every row, row weights or None, a summary)."""
     if method not in METHODS + DIAGNOSTICS:
         raise ValueError(f"unknown baseline '{method}'; choose from {METHODS + DIAGNOSTICS}")
-    start = time.perf_counter()
-    data, tensors, weights = rd.data, rd.tensors, None
-    selection: dict = {"rows": len(data)}
     if method in ("filtered_bc", "positive_bc"):
-        rows = (filtered_rows(data.success, data.intervention) if method == "filtered_bc"
-                else rd.labels.indicators == POSITIVE)
-        tensors = tensors.subset(rows)
-        selection = {"rows": int(rows.sum()), "row_fraction": float(rows.mean())}
-    elif method == "awr":
-        weights = awr_weights(rd.labels.advantages, data.task_index, awr_temperature, awr_max_weight)
-        selection.update(temperature=awr_temperature, max_weight=awr_max_weight,
-                         clipped_fraction=float(np.mean(weights >= awr_max_weight)),
-                         effective_sample_fraction=float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights)))
-    out = stage_dir(work_dir, rd.round_index) / method
+        rows = filtered_rows(success, intervention) if method == "filtered_bc" else indicators == POSITIVE
+        return rows, None, {"rows": int(rows.sum()), "row_fraction": float(rows.mean())}
+    if method == "awr":
+        weights = awr_weights(advantages, task_index, awr_temperature, awr_max_weight)
+        return None, weights, {"rows": len(weights), "temperature": awr_temperature, "max_weight": awr_max_weight,
+                               "clipped_fraction": float(np.mean(weights >= awr_max_weight)),
+                               "effective_sample_fraction": float(weights.sum() ** 2 / (weights ** 2).sum()
+                                                                  / len(weights))}
+    return None, None, {"rows": len(success)}
+
+
+def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg: CycleConfig = CycleConfig(),
+                   awr_temperature: float = 1.0, awr_max_weight: float = 20.0, as_round: bool = False) -> CycleResult:
+    """Train `method` on the round's rows from the pretrained policy; save it under round_NNN/<method>/ with
+    the model id <model_id>-<method> (beside RECAP's, as the benchmark needs), or, `as_round`, as the round
+    itself (round_NNN/result.json, cfg.model_id: the cycle's `method` option)."""
+    start = time.perf_counter()
+    data = rd.data
+    rows, weights, selection = baseline_rows(method, data.success, data.intervention, rd.labels.advantages,
+                                             rd.labels.indicators, data.task_index, awr_temperature, awr_max_weight)
+    tensors = rd.tensors if rows is None else rd.tensors.subset(rows)
+    out = stage_dir(work_dir, rd.round_index) / ("" if as_round else method)
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
     policy, policy_metrics = train_policy(tensors, None, policy.spec, cfg.policy, init=policy,
                                           log_dir=out / "tb", sample_weights=weights)
-    metrics = {**data_metrics(data), "method": method, "selection": selection, "policy": policy_metrics}
-    # Its own model id, so its bundle directory never collides with RECAP's of the same round and second.
-    return finish_stage(out, work_dir, data, rd.stats, policy, [], tensors.task_table.numpy(), "none",
-                        rd.round_index, rd.pretrained.version, metrics, start,
-                        replace(cfg, model_id=f"{cfg.model_id}-{method}"))
+    metrics = {**data_metrics(data), **(rd.labels.metrics if as_round else {}), "method": method,
+               "selection": selection, "policy": policy_metrics}
+    # Beside RECAP, its own model id, so its bundle directory never collides with RECAP's of the same round.
+    return finish_stage(out, work_dir, data, rd.stats, policy, rd.labels.models if as_round else [],
+                        tensors.task_table.numpy(), "none", rd.round_index, rd.pretrained.version, metrics, start,
+                        cfg if as_round else replace(cfg, model_id=f"{cfg.model_id}-{method}"))
 
 
 def train_baselines(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = CycleConfig(),

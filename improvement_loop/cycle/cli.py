@@ -12,7 +12,15 @@ import json
 import logging
 
 from robot_runtime.improvement_loop.cycle.advantage import ESTIMATORS, THRESHOLDS, VALUE_INITS, LabelConfig
-from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, improve, pretrain, result_path
+from robot_runtime.improvement_loop.cycle.baselines import train_baseline
+from robot_runtime.improvement_loop.cycle.rounds import (
+    ROUND_METHODS,
+    CycleConfig,
+    improve,
+    pretrain,
+    result_path,
+    round_data,
+)
 from robot_runtime.improvement_loop.cycle.stages import STEPS, run_step
 from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
 from robot_runtime.improvement_loop.training.distributed import shutdown, world
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     labels.add_argument("--value-store", action="append", default=[], metavar="DIR",
                         help="another episode store (e.g. another task's) the round's value also trains on; "
                              "repeatable")
+    parser.add_argument("--method", choices=ROUND_METHODS, default=CycleConfig.method,
+                        help="what a round trains: recap (advantage-conditioned), or a baseline on the same rows "
+                             "(filtered_bc: successful episodes' and operator steps; awr; bc)")
     parser.add_argument("--positive-share", type=float, default=None,
                         help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
     parser.add_argument("--indicators-from-null", action="store_true",
@@ -82,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         pretrained = args.pretrained or result_path(args.work, 0)
         if args.stage == "pretrain":
             result = pretrain(args.store, args.work, cfg).to_json()
-        elif args.stage == "round":
+        elif args.stage == "round" and cfg.method == "recap":
             result = improve(args.store, args.work, pretrained, cfg, args.round).to_json()
+        elif args.stage == "round":
+            rd = round_data(args.store, args.work, pretrained, cfg, args.round)
+            result = train_baseline(rd, args.work, cfg.method, cfg, as_round=True).to_json()
         else:
             result = run_step(args.stage, args.store, args.work, pretrained, cfg, args.round)
         if world().is_main:
@@ -100,6 +114,7 @@ def _config(args: argparse.Namespace) -> CycleConfig:
                          gae_lambda=args.gae_lambda, threshold=args.threshold, positive_fraction=args.positive_fraction)
     return CycleConfig(model_id=args.model_id, beta=args.beta, labels=labels, chunk_critic=args.chunk_critic,
                        positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
+                       method=args.method,
                        value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                        policy=PolicyTrainConfig(steps=args.policy_steps, **common))
 

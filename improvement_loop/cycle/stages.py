@@ -18,6 +18,7 @@ import numpy as np
 
 from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import cross_fitted_values, label_steps, value_metrics
+from robot_runtime.improvement_loop.cycle.baselines import baseline_rows
 from robot_runtime.improvement_loop.cycle.rounds import (
     TRAINING_STATE,
     CycleConfig,
@@ -35,6 +36,7 @@ from robot_runtime.improvement_loop.cycle.rounds import (
 from robot_runtime.improvement_loop.cycle.rounds import _skip_scalars as _skip_scalars
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
 from robot_runtime.improvement_loop.training.distributed import barrier, world
+from robot_runtime.improvement_loop.training.train import train_policy
 
 STEPS = ("value", "advantages", "policy", "export")
 _DONE = {"value": "value.json", "advantages": "advantages.json", "policy": "policy.json"}
@@ -87,9 +89,10 @@ def _advantages(store, work, pretrained, cfg, round_index, done) -> None:
     if len(values) != len(returns):
         raise ValueError(f"{out / 'values.npy'}: {len(values)} values for {len(returns)} steps: the store changed "
                          "since the value step; rerun the round from its value step on the same episodes")
-    _, labels, metrics = label_steps(data, returns, values, cfg.labels)
+    advantages, labels, metrics = label_steps(data, returns, values, cfg.labels)
     if world().is_main:
         np.save(out / "indicators.npy", labels)
+        np.save(out / "advantages.npy", advantages)
         write_json_atomic(done, {"metrics": metrics})
 
 
@@ -101,7 +104,15 @@ def _policy(store, work, pretrained, cfg, round_index, done) -> None:
     indicators = np.load(out / "indicators.npy")
     advantages = json.loads(done_path(work, round_index, "advantages").read_text())["metrics"]
     scalars = {**_skip_scalars(data), "data/positive_fraction": advantages["positive_fraction"]}
-    policy, metrics = train_conditioned(tensors, indicators, policy, cfg, out, scalars)
+    if cfg.method == "recap":
+        policy, metrics = train_conditioned(tensors, indicators, policy, cfg, out, scalars)
+    else:                               # a baseline on the same rows (baselines.py), as the round itself
+        rows, weights, selection = baseline_rows(cfg.method, data.success, data.intervention,
+                                                 np.load(out / "advantages.npy"), indicators, data.task_index)
+        policy, metrics = train_policy(tensors if rows is None else tensors.subset(rows), None, policy.spec,
+                                       cfg.policy, init=policy, log_dir=out / "tb", extra_scalars=scalars,
+                                       sample_weights=weights, resume_dir=out / TRAINING_STATE)
+        metrics = {**metrics, "method": cfg.method, "selection": selection}
     if world().is_main:
         path = save_checkpoint(out / "policy_step.safetensors", policy, info)
         write_json_atomic(done, {"checkpoint": str(path), "metrics": metrics,
@@ -114,11 +125,12 @@ def _export(store, work, pretrained, cfg, round_index, done) -> None:
     policy, _ = load_checkpoint(read["policy"]["checkpoint"], "policy")
     values = [load_checkpoint(path, "value")[0] for path in read["value"]["checkpoints"]]
     metrics = {**data_metrics(data), **read["value"]["metrics"], **read["advantages"]["metrics"],
-               "policy": read["policy"]["metrics"]}
+               "method": cfg.method, "policy": read["policy"]["metrics"]}
     seconds = read["value"]["seconds"] + read["policy"]["seconds"]
     critic = stage_critic(tensors, returns, policy.spec, cfg, stage_dir(work, round_index), metrics)
     finish_stage(stage_dir(work, round_index), work, data, stats, policy, values, tensors.task_table.numpy(),
-                 "advantage", round_index, pretrained.version, metrics, time.perf_counter() - seconds, cfg, critic)
+                 "advantage" if cfg.method == "recap" else "none", round_index, pretrained.version, metrics,
+                 time.perf_counter() - seconds, cfg, critic)
 
 
 _STEPS = {"value": _value, "advantages": _advantages, "policy": _policy, "export": _export}

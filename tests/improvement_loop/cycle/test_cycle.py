@@ -214,3 +214,17 @@ def test_the_cli_refuses_a_bad_positive_share_before_training(tmp_path, capsys):
               "--positive-share", "1.5"])
     assert exit_info.value.code == 2 and "positive_share must be in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_the_cli_trains_a_baseline_round_and_refuses_a_critic_with_it(rounds, capsys):
+    root, work, pretrained, _ = rounds
+    main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "21", "--method", "awr",
+          "--policy-steps", "2", "--value-steps", "2", "--model-id", "tiny"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == CycleResult.load(result_path(work, 21)).to_json()
+    assert printed["metrics"]["method"] == "awr" and printed["metrics"]["selection"]["clipped_fraction"] >= 0
+    assert load_bundle(printed["bundle_path"]).manifest.conditioning_mode == "none"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "22", "--method", "awr",
+              "--chunk-critic"])
+    assert exit_info.value.code == 2 and "chunk critic" in capsys.readouterr().err

@@ -59,3 +59,17 @@ def test_the_steps_honour_the_policy_options(pretrained):
         run_step(step, root, work, result, options, 4)
     policy = CycleResult.load(result_path(work, 4)).metrics["policy"]
     assert policy["positive_share"] == 0.7 and policy["indicators_from_null"] is True
+
+
+def test_a_baseline_method_runs_as_the_round(pretrained):
+    """--method filtered_bc through the daemon's steps: the round's bundle is plain BC on the filtered rows."""
+    root, work, result = pretrained
+    options = replace(config(), method="filtered_bc")
+    for step in STEPS:
+        run_step(step, root, work, result, options, 5)
+    final = CycleResult.load(result_path(work, 5))
+    assert final.metrics["method"] == "filtered_bc" and final.metrics["policy"]["method"] == "filtered_bc"
+    data = round_data(root, work, result, config(), 6).data
+    assert final.metrics["policy"]["selection"]["rows"] == int((data.success | data.intervention).sum())
+    manifest = load_bundle(final.bundle_path).manifest
+    assert manifest.conditioning_mode == "none" and manifest.parent_version == result.version
