@@ -130,7 +130,7 @@ EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution hori
 # CycleConfig fields added after results were committed, at the value that changes nothing: left out of
 # the fingerprint, so those results stay valid.
 NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False, "positive_share": None, "indicators_from_null": False,
-                        "method": "recap"}
+                        "method": "recap", "mixture": {"sources": (), "tasks": ()}}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),

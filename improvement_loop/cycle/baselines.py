@@ -32,6 +32,7 @@ from robot_runtime.improvement_loop.cycle.rounds import (
     finish_stage,
     stage_dir,
 )
+from robot_runtime.improvement_loop.data.sources import combined
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint
 from robot_runtime.improvement_loop.recap import POSITIVE
 from robot_runtime.improvement_loop.training.train import train_policy
@@ -59,21 +60,25 @@ def awr_weights(advantages: np.ndarray, task_index: np.ndarray, temperature: flo
 
 
 def baseline_rows(method: str, success: np.ndarray, intervention: np.ndarray, advantages: np.ndarray,
-                  indicators: np.ndarray, task_index: np.ndarray, awr_temperature: float = 1.0,
-                  awr_max_weight: float = 20.0) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
-    """What `method` trains on: (row mask or None for every row, row weights or None, a summary)."""
+                  indicators: np.ndarray, task_index: np.ndarray, mixture: np.ndarray | None = None,
+                  awr_temperature: float = 1.0, awr_max_weight: float = 20.0
+                  ) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+    """What `method` trains on: (row mask or None for every row, weights of the kept rows or None, a summary).
+
+    `mixture` [N] (the cycle's data mixture, sources.mixture_weights) multiplies the method's own weights."""
     if method not in METHODS + DIAGNOSTICS:
         raise ValueError(f"unknown baseline '{method}'; choose from {METHODS + DIAGNOSTICS}")
+    rows, weights, selection = None, None, {"rows": len(success)}
     if method in ("filtered_bc", "positive_bc"):
         rows = filtered_rows(success, intervention) if method == "filtered_bc" else indicators == POSITIVE
-        return rows, None, {"rows": int(rows.sum()), "row_fraction": float(rows.mean())}
-    if method == "awr":
+        selection = {"rows": int(rows.sum()), "row_fraction": float(rows.mean())}
+    elif method == "awr":
         weights = awr_weights(advantages, task_index, awr_temperature, awr_max_weight)
-        return None, weights, {"rows": len(weights), "temperature": awr_temperature, "max_weight": awr_max_weight,
-                               "clipped_fraction": float(np.mean(weights >= awr_max_weight)),
-                               "effective_sample_fraction": float(weights.sum() ** 2 / (weights ** 2).sum()
-                                                                  / len(weights))}
-    return None, None, {"rows": len(success)}
+        selection.update(temperature=awr_temperature, max_weight=awr_max_weight,
+                         clipped_fraction=float(np.mean(weights >= awr_max_weight)),
+                         effective_sample_fraction=float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights)))
+    weights = combined(weights, mixture)
+    return rows, weights if rows is None or weights is None else weights[rows], selection
 
 
 def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg: CycleConfig = CycleConfig(),
@@ -84,7 +89,8 @@ def train_baseline(rd: RoundData, work_dir: str | os.PathLike, method: str, cfg:
     start = time.perf_counter()
     data = rd.data
     rows, weights, selection = baseline_rows(method, data.success, data.intervention, rd.labels.advantages,
-                                             rd.labels.indicators, data.task_index, awr_temperature, awr_max_weight)
+                                             rd.labels.indicators, data.task_index, data.mixture(cfg.mixture),
+                                             awr_temperature, awr_max_weight)
     tensors = rd.tensors if rows is None else rd.tensors.subset(rows)
     out = stage_dir(work_dir, rd.round_index) / ("" if as_round else method)
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")

@@ -22,6 +22,7 @@ from robot_runtime.improvement_loop.cycle.rounds import (
     round_data,
 )
 from robot_runtime.improvement_loop.cycle.stages import STEPS, run_step
+from robot_runtime.improvement_loop.data.sources import MixtureConfig
 from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
 from robot_runtime.improvement_loop.training.distributed import shutdown, world
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", choices=ROUND_METHODS, default=CycleConfig.method,
                         help="what a round trains: recap (advantage-conditioned), or a baseline on the same rows "
                              "(filtered_bc: successful episodes' and operator steps; awr; bc)")
+    parser.add_argument("--source-weight", action="append", default=[], type=_weight, metavar="SOURCE=W",
+                        help="sampling weight of an episode source (demonstration, autonomous, corrected, imported) "
+                             "for policy training; 1 when not named, 0 leaves it out; repeatable")
+    parser.add_argument("--task-weight", action="append", default=[], type=_weight, metavar="INSTRUCTION=W",
+                        help="sampling weight of a task's episodes (by its instruction) for policy training; "
+                             "repeatable")
     parser.add_argument("--positive-share", type=float, default=None,
                         help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
     parser.add_argument("--indicators-from-null", action="store_true",
@@ -114,9 +121,19 @@ def _config(args: argparse.Namespace) -> CycleConfig:
                          gae_lambda=args.gae_lambda, threshold=args.threshold, positive_fraction=args.positive_fraction)
     return CycleConfig(model_id=args.model_id, beta=args.beta, labels=labels, chunk_critic=args.chunk_critic,
                        positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
-                       method=args.method,
+                       method=args.method, mixture=MixtureConfig(tuple(args.source_weight), tuple(args.task_weight)),
                        value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                        policy=PolicyTrainConfig(steps=args.policy_steps, **common))
+
+
+def _weight(text: str) -> tuple[str, float]:
+    name, sep, weight = text.rpartition("=")
+    try:
+        if sep and name:
+            return name, float(weight)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=WEIGHT, e.g. autonomous=0.5")
 
 
 def _n_step(text: str) -> int | str:

@@ -49,6 +49,7 @@ from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, Labels, joined, round_labels
 from robot_runtime.improvement_loop.data.batches import Tensors, prepare
 from robot_runtime.improvement_loop.data.dataset import Dataset, DatasetConfig, Stats, load_dataset
+from robot_runtime.improvement_loop.data.sources import MixtureConfig, combined
 from robot_runtime.improvement_loop.data.text import TextEmbedder
 from robot_runtime.improvement_loop.metrics import explained_variance
 from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +92,7 @@ class CycleConfig:
     positive_share: float | None = None     # RECAP's batches: this share drawn from positive rows (None: uniform)
     indicators_from_null: bool = False  # start a round's positive/negative embeddings at BC's null one
     method: str = "recap"               # what a round trains: ROUND_METHODS (the others are baselines.py's)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)  # policy rows' weights by source and task
 
     def __post_init__(self):
         if self.positive_share is not None and not 0.0 < self.positive_share < 1.0:
@@ -146,10 +148,11 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike,
     spec = input_spec(data.layout, cfg.data.chunk_length)
     tensors = prepare(data, stats, _embed(work_dir, data.tasks))
     returns = _returns(data, cfg)
+    mixture = data.mixture(cfg.mixture)         # before any training: a bad mixture is refused at once
     value, value_metrics = train_value(tensors, returns, spec, cfg.value, log_dir=out / "tb",
                                        extra_scalars=_skip_scalars(data), resume_dir=out / TRAINING_STATE)
     policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb",
-                                          resume_dir=out / TRAINING_STATE)
+                                          sample_weights=mixture, resume_dir=out / TRAINING_STATE)
     metrics = {
         **data_metrics(data), "value": value_metrics, "policy": policy_metrics,
         # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
@@ -261,20 +264,22 @@ def train_round(rd: RoundData, work_dir: str | os.PathLike, cfg: CycleConfig = C
     out = stage_dir(work_dir, rd.round_index)
     policy, _ = load_checkpoint(rd.pretrained.policy_checkpoint, "policy")
     scalars = {**_skip_scalars(rd.data), "data/positive_fraction": rd.labels.metrics["positive_fraction"]}
-    policy, policy_metrics = train_conditioned(rd.tensors, rd.labels.indicators, policy, cfg, out, scalars)
+    policy, policy_metrics = train_conditioned(rd.data, rd.tensors, rd.labels.indicators, policy, cfg, out, scalars)
     metrics = {**data_metrics(rd.data), **rd.labels.metrics, "method": "recap", "policy": policy_metrics}
     critic = stage_critic(rd.tensors, _returns(rd.data, cfg), policy.spec, cfg, out, metrics)
     return finish_stage(out, work_dir, rd.data, rd.stats, policy, rd.labels.models, rd.tensors.task_table.numpy(),
                         "advantage", rd.round_index, rd.pretrained.version, metrics, start, cfg, critic)
 
 
-def train_conditioned(tensors: Tensors, indicators: np.ndarray, policy, cfg: CycleConfig, out: Path,
+def train_conditioned(data: Dataset, tensors: Tensors, indicators: np.ndarray, policy, cfg: CycleConfig, out: Path,
                       scalars: dict) -> tuple:
-    """RECAP's policy training from the pretrained `policy` with the cycle's batch and embedding options;
-    (policy, metrics), the options recorded in the metrics. Shared by train_round and the daemon's steps."""
+    """RECAP's policy training from the pretrained `policy` with the cycle's batch, mixture and embedding
+    options; (policy, metrics), the options recorded in the metrics. Shared by train_round and the daemon's
+    steps."""
     if cfg.indicators_from_null:
         policy.indicators_from_null()
-    weights = None if cfg.positive_share is None else share_weights(indicators == POSITIVE, cfg.positive_share)
+    share = None if cfg.positive_share is None else share_weights(indicators == POSITIVE, cfg.positive_share)
+    weights = combined(share, data.mixture(cfg.mixture))
     policy, metrics = train_policy(tensors, indicators, policy.spec, cfg.policy, init=policy, log_dir=out / "tb",
                                    extra_scalars=scalars, sample_weights=weights, resume_dir=out / TRAINING_STATE)
     return policy, {**metrics, "positive_share": cfg.positive_share, "indicators_from_null": cfg.indicators_from_null}
@@ -355,6 +360,8 @@ def finish_stage(out: Path, work_dir, data: Dataset, stats: Stats, policy, value
         metrics["critic_checkpoint"] = str(save_checkpoint(out / "critic.safetensors", critic, info))
     low, high = data.action_bounds()
     metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+    if not cfg.mixture.uniform:
+        metrics["mixture"] = {"sources": dict(cfg.mixture.sources), "tasks": dict(cfg.mixture.tasks)}
     manifest = Manifest(
         model_id=cfg.model_id, version=version,
         cameras=[Camera(name, h, w) for name, (h, w) in data.layout.cameras.items()],

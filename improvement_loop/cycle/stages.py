@@ -105,10 +105,11 @@ def _policy(store, work, pretrained, cfg, round_index, done) -> None:
     advantages = json.loads(done_path(work, round_index, "advantages").read_text())["metrics"]
     scalars = {**_skip_scalars(data), "data/positive_fraction": advantages["positive_fraction"]}
     if cfg.method == "recap":
-        policy, metrics = train_conditioned(tensors, indicators, policy, cfg, out, scalars)
+        policy, metrics = train_conditioned(data, tensors, indicators, policy, cfg, out, scalars)
     else:                               # a baseline on the same rows (baselines.py), as the round itself
         rows, weights, selection = baseline_rows(cfg.method, data.success, data.intervention,
-                                                 np.load(out / "advantages.npy"), indicators, data.task_index)
+                                                 np.load(out / "advantages.npy"), indicators, data.task_index,
+                                                 data.mixture(cfg.mixture))
         policy, metrics = train_policy(tensors if rows is None else tensors.subset(rows), None, policy.spec,
                                        cfg.policy, init=policy, log_dir=out / "tb", extra_scalars=scalars,
                                        sample_weights=weights, resume_dir=out / TRAINING_STATE)

@@ -24,6 +24,7 @@ from robot_runtime.calibration.cameras import CalibrationError, CameraCalibratio
 from robot_runtime.calibration.preprocess import Preprocessing, Preprocessor
 from robot_runtime.calibration.records import record
 from robot_runtime.episode import Episode, EpisodeError, EpisodeLayout, EpisodeStore
+from robot_runtime.improvement_loop.data.sources import MixtureConfig, episode_source, mixture_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class EpisodeInfo:
     length: int
     start: int                  # row of its first step in the flat arrays
     policy_version: str
+    source: str                 # sources.SOURCES: demonstration, autonomous, corrected or imported
 
 
 @dataclass
@@ -96,6 +98,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.state)
+
+    def mixture(self, cfg: MixtureConfig) -> np.ndarray | None:
+        """Row weights of a data mixture by source and task (None: uniform rows)."""
+        return mixture_weights([e.source for e in self.episodes], self.tasks, self.episode_index, self.task_index,
+                               cfg)
 
     @property
     def chunk_length(self) -> int:
@@ -224,7 +231,8 @@ def _assemble(kept: list[tuple[Episode, dict[str, np.ndarray]]], layout: Episode
     infos, chunks, masks, start = [], [], [], 0
     for episode, arrays in kept:
         infos.append(EpisodeInfo(episode.episode_id, task_of[episode.task], episode.outcome == "success",
-                                 episode.steps, start, str(episode.meta.get("policy_version", ""))))
+                                 episode.steps, start, str(episode.meta.get("policy_version", "")),
+                                 episode_source(episode.meta, int(np.count_nonzero(arrays["intervention"])))))
         chunk, mask = chunk_targets(arrays["action"], arrays["held"], chunk_length)
         chunks.append(chunk)
         masks.append(mask)

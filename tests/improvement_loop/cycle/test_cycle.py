@@ -228,3 +228,18 @@ def test_the_cli_trains_a_baseline_round_and_refuses_a_critic_with_it(rounds, ca
         main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "22", "--method", "awr",
               "--chunk-critic"])
     assert exit_info.value.code == 2 and "chunk critic" in capsys.readouterr().err
+
+
+def test_a_round_trains_with_a_data_mixture_and_refuses_a_bad_one(rounds, capsys):
+    root, work, pretrained, _ = rounds
+    base = ["--store", str(root), "--work", str(work), "--stage", "round", "--policy-steps", "2", "--value-steps",
+            "2", "--model-id", "tiny"]
+    main([*base, "--round", "23", "--source-weight", "autonomous=0.5", "--task-weight", f"{TASKS[0]}=2"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["mixture"] == {"sources": {"autonomous": 0.5}, "tasks": {TASKS[0]: 2.0}}
+    assert load_bundle(printed["bundle_path"]).manifest.training["mixture"] == printed["metrics"]["mixture"]
+    for bad, message in ((["--source-weight", "robots=1"], "unknown episode source"),
+                         (["--source-weight", "autonomous"], "NAME=WEIGHT")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, "--round", "24", *bad])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -13,7 +13,7 @@ def dataset(lengths, tasks, success, intervention=None) -> Dataset:
     lengths = np.asarray(lengths)
     n = int(lengths.sum())
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    episodes = [EpisodeInfo(f"ep{i}", t, ok, int(length), int(start), "r0")
+    episodes = [EpisodeInfo(f"ep{i}", t, ok, int(length), int(start), "r0", "autonomous")
                 for i, (t, ok, length, start) in enumerate(zip(tasks, success, lengths, starts))]
 
     def per_step(values):
