@@ -105,6 +105,7 @@ from robot_runtime.improvement_loop.cycle.rounds import CycleConfig, CycleResult
 from robot_runtime.improvement_loop.metrics import EpisodeOutcome, summarize, wilson_interval
 from robot_runtime.improvement_loop.models.layers import NetConfig
 from robot_runtime.improvement_loop.recap import POSITIVE
+from robot_runtime.improvement_loop.training.posterior import PosteriorConfig
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
 from robot_runtime.runtime.executor import PolicyExecutor
 from robot_runtime.runtime.guidance import MAX_CANDIDATES, ValueGuidance
@@ -130,7 +131,8 @@ EXECUTOR = "PolicyExecutor(realtime=False): policy_node's default execution hori
 # CycleConfig fields added after results were committed, at the value that changes nothing: left out of
 # the fingerprint, so those results stay valid.
 NEUTRAL_CYCLE_FIELDS = {"chunk_critic": False, "positive_share": None, "indicators_from_null": False,
-                        "method": "recap", "mixture": {"sources": (), "tasks": ()}}
+                        "method": "recap", "mixture": {"sources": (), "tasks": ()},
+                        "postbc": None}
 RECIPES = {
     "today": LabelConfig(),
     "candidate": LabelConfig(estimator="gae", gae_lambda=0.95, threshold="youden", ensemble=3),
@@ -175,6 +177,7 @@ class BenchConfig:
     guided: int = 0                 # K > 1: also evaluate RECAP with value-guided execution over K candidates
     positive_share: float | None = None     # CycleConfig.positive_share (None: uniform rows, the paper)
     indicators_from_null: bool = False      # CycleConfig.indicators_from_null
+    postbc_alpha: float = 0.0               # > 0: the round-0 policy is PostBC's (10 members) at this noise weight
     corrections: bool = True        # False: rounds collect autonomous episodes only (no operator)
     diagnostics: bool = True        # last round only: BC on RECAP's positive rows (labels without conditioning)
     image_codec: CameraCodec = field(default_factory=CameraCodec)   # how the store keeps the cameras' frames
@@ -215,7 +218,8 @@ def cycle_config(cfg: BenchConfig, seed: int) -> CycleConfig:
     return CycleConfig(model_id=f"mw-{cfg.obs}", value=value, policy=policy, labels=RECIPES[cfg.labels],
                        denoising_steps=4 if cfg.quick else CycleConfig.denoising_steps,
                        chunk_critic=cfg.guided > 1, positive_share=cfg.positive_share,
-                       indicators_from_null=cfg.indicators_from_null)
+                       indicators_from_null=cfg.indicators_from_null,
+                       postbc=PosteriorConfig(alpha=cfg.postbc_alpha, seed=seed) if cfg.postbc_alpha > 0 else None)
 
 
 def methods(cfg: BenchConfig) -> tuple[str, ...]:
@@ -924,6 +928,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         work=args.work or Path(f"/tmp/recap_metaworld_{args.obs}{'_quick' if q else ''}"), quick=q,
         policy_steps=args.policy_steps, value_steps=args.value_steps, labels=args.labels, jobs=args.jobs,
         guided=args.guided, positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
+        postbc_alpha=args.postbc_alpha,
         diagnostics=not args.no_diagnostics, corrections=not args.no_corrections,
         image_codec=parse_image_codec(args.image_codec))
     problems = [(cfg.seeds > MAX_SEEDS, f"--seeds {cfg.seeds}: at most {MAX_SEEDS} (training layouts would reach "
@@ -977,6 +982,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
     parser.add_argument("--indicators-from-null", action="store_true",
                         help="RECAP's positive/negative embeddings start at the pretrained (BC) null one")
+    parser.add_argument("--postbc-alpha", type=float, default=0.0,
+                        help="> 0: every method starts from a PostBC policy (posterior noise weight; 10 members)")
     parser.add_argument("--policy-steps", type=int, default=None, help="override the policy step budget (all methods)")
     parser.add_argument("--value-steps", type=int, default=None, help="override the value step budget")
     parser.add_argument("--out", type=Path, required=True,

@@ -25,6 +25,7 @@ from robot_runtime.improvement_loop.cycle.stages import STEPS, run_step
 from robot_runtime.improvement_loop.data.sources import MixtureConfig
 from robot_runtime.improvement_loop.models.layers import CRITICS, NetConfig
 from robot_runtime.improvement_loop.training.distributed import shutdown, world
+from robot_runtime.improvement_loop.training.posterior import PosteriorConfig
 from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, TrainConfig
 
 
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-weight", action="append", default=[], type=_weight, metavar="INSTRUCTION=W",
                         help="sampling weight of a task's episodes (by its instruction) for policy training; "
                              "repeatable")
+    parser.add_argument("--postbc-members", type=int, default=0, metavar="K",
+                        help="pretrain a PostBC policy: K bootstrap regressors' disagreement widens the BC targets "
+                             "(0, the default: plain BC)")
+    parser.add_argument("--postbc-alpha", type=float, default=PosteriorConfig.alpha,
+                        help="PostBC's posterior noise weight")
     parser.add_argument("--positive-share", type=float, default=None,
                         help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
     parser.add_argument("--indicators-from-null", action="store_true",
@@ -122,6 +128,8 @@ def _config(args: argparse.Namespace) -> CycleConfig:
     return CycleConfig(model_id=args.model_id, beta=args.beta, labels=labels, chunk_critic=args.chunk_critic,
                        positive_share=args.positive_share, indicators_from_null=args.indicators_from_null,
                        method=args.method, mixture=MixtureConfig(tuple(args.source_weight), tuple(args.task_weight)),
+                       postbc=PosteriorConfig(members=args.postbc_members, alpha=args.postbc_alpha)
+                       if args.postbc_members else None,
                        value=TrainConfig(steps=args.value_steps, net=NetConfig(critic=args.critic), **common),
                        policy=PolicyTrainConfig(steps=args.policy_steps, **common))
 

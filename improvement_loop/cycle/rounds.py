@@ -56,6 +56,7 @@ from robot_runtime.improvement_loop.models.checkpoint import load_checkpoint, sa
 from robot_runtime.improvement_loop.models.export import ExportConfig, export_bundle
 from robot_runtime.improvement_loop.recap import POSITIVE, normalized_returns
 from robot_runtime.improvement_loop.training.distributed import barrier, main_first, world
+from robot_runtime.improvement_loop.training.posterior import PosteriorConfig, posterior_std
 from robot_runtime.improvement_loop.training.train import (
     PolicyTrainConfig,
     TrainConfig,
@@ -93,6 +94,7 @@ class CycleConfig:
     indicators_from_null: bool = False  # start a round's positive/negative embeddings at BC's null one
     method: str = "recap"               # what a round trains: ROUND_METHODS (the others are baselines.py's)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)  # policy rows' weights by source and task
+    postbc: PosteriorConfig | None = None   # pretrain a PostBC policy (training/posterior.py); None: plain BC
 
     def __post_init__(self):
         if self.positive_share is not None and not 0.0 < self.positive_share < 1.0:
@@ -151,12 +153,15 @@ def pretrain(store_root: str | os.PathLike, work_dir: str | os.PathLike,
     mixture = data.mixture(cfg.mixture)         # before any training: a bad mixture is refused at once
     value, value_metrics = train_value(tensors, returns, spec, cfg.value, log_dir=out / "tb",
                                        extra_scalars=_skip_scalars(data), resume_dir=out / TRAINING_STATE)
+    noise, posterior = posterior_std(tensors, cfg.postbc) if cfg.postbc else (None, None)
     policy, policy_metrics = train_policy(tensors, None, spec, cfg.policy, log_dir=out / "tb",
-                                          sample_weights=mixture, resume_dir=out / TRAINING_STATE)
+                                          sample_weights=mixture, resume_dir=out / TRAINING_STATE,
+                                          target_noise=noise)
     metrics = {
         **data_metrics(data), "value": value_metrics, "policy": policy_metrics,
         # In-sample, hence optimistic: V_pre has seen every episode it is scored on.
         "value_explained_variance_in_sample": explained_variance(returns, predict_values(value, tensors)),
+        **({"postbc": posterior} if posterior else {}),
     }
     critic = stage_critic(tensors, returns, spec, cfg, out, metrics)
     return finish_stage(out, work_dir, data, stats, policy, [value], tensors.task_table.numpy(), "none", 0, "",

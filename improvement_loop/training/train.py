@@ -244,7 +244,8 @@ def train_chunk_critic(t: Tensors, returns: np.ndarray, spec: InputSpec, cfg: Tr
 def train_policy(t: Tensors, indicators: np.ndarray | None, spec: InputSpec, cfg: PolicyTrainConfig,
                  init: VLAPolicy | None = None, log_dir: str | Path | None = None,
                  extra_scalars: dict | None = None, sample_weights: np.ndarray | None = None,
-                 resume_dir: str | Path | None = None) -> tuple[VLAPolicy, dict]:
+                 resume_dir: str | Path | None = None,
+                 target_noise: np.ndarray | None = None) -> tuple[VLAPolicy, dict]:
     """Flow-matching training of the action head and encoders.
 
     `indicators` [N] (recap.NEGATIVE/POSITIVE, interventions already forced
@@ -252,6 +253,8 @@ def train_policy(t: Tensors, indicators: np.ndarray | None, spec: InputSpec, cfg
     sample dropped to NULL with probability `cfg.indicator_dropout`. None trains
     plain behaviour cloning: every sample NULL. `sample_weights` [N] (>= 0) draws
     batch rows in proportion to them instead of uniformly (advantage-weighted BC).
+    `target_noise` [N, chunk, A] (std, normalized units) perturbs each drawn target
+    chunk with Gaussian noise of that size (PostBC, training/posterior.py).
     """
     model = init if init is not None else _fresh(VLAPolicy, spec, cfg)
     labels = None if indicators is None else torch.from_numpy(np.asarray(indicators, dtype=np.int64))
@@ -273,6 +276,8 @@ def train_policy(t: Tensors, indicators: np.ndarray | None, spec: InputSpec, cfg
         chunk = t.action_chunk[index]
         noise = rng.standard_normal(chunk.shape, dtype=np.float32)
         flow_time = rng.random(cfg.batch_size, dtype=np.float32)
+        if target_noise is not None:        # drawn last, so runs without it draw exactly as before
+            chunk = chunk + rng.standard_normal(chunk.shape, dtype=np.float32) * target_noise[index]
         return (images, state, task, torch.from_numpy(chunk), torch.from_numpy(t.chunk_mask[index]), indicator,
                 torch.from_numpy(noise), torch.from_numpy(flow_time))
 

@@ -21,9 +21,17 @@ def bench():
     return module
 
 
-def test_quick_run_writes_results_table_and_figure(bench, tmp_path):
-    out, work = tmp_path / "out", tmp_path / "work"
+@pytest.fixture(scope="module")
+def quick_run(bench, tmp_path_factory):
+    """One --quick --guided 3 run: (its --out, its --work, the directory they live in)."""
+    home = tmp_path_factory.mktemp("quick")
+    out, work = home / "out", home / "work"
     bench.main(["--quick", "--guided", "3", "--out", str(out), "--work", str(work)])
+    return out, work, home
+
+
+def test_quick_run_writes_results_table_and_figure(bench, quick_run):
+    out, work, tmp_path = quick_run
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"push-v3", "average"}
     for task in ("push-v3", "average"):
@@ -104,3 +112,30 @@ def test_bad_settings_are_refused_with_a_reason(bench, tmp_path, capsys, argv, m
         bench.main([*argv, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_recipe_study_scores_recipes_on_the_same_final_store(quick_run):
+    """benchmarks/recipe_study.py on the quick run: every recipe is trained on the run's final store and
+    scored beside filtered BC on calibration layouts, finished pairs are reused, and a run made with other
+    training settings is refused rather than compared unfairly."""
+    table, work, home = quick_run
+    out = home / "study"
+    args = [sys.executable, str(ROOT / "benchmarks" / "recipe_study.py"), "--table", str(table), "--work", str(work),
+            "--out", str(out), "--episodes", "2", "--scratch", str(home / "scratch")]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=600)    # --quick run, full settings
+    assert refused.returncode == 2 and "other settings" in refused.stderr
+    done = subprocess.run([*args, "--quick", "--guided", "3"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["pooled"]) == {"filtered_bc", *(f"{recipe}_{score}" for recipe in ("candidate", "outcome")
+                                                       for score in ("beta1", "beta2", "guided3"))}
+    assert all(p["episodes"] == 2 for p in results["pooled"].values())
+    assert results["recipes"]["outcome"]["threshold"] == "outcome"
+    pair = json.loads((out / "pairs" / "push-v3_seed0.json").read_text())
+    assert pair["recipes"]["outcome"]["positive_fraction_by_outcome"].get("success", 1.0) == 1.0
+    assert "| push-v3 seed 0 |" in (out / "results.md").read_text()
+    assert not (home / "scratch" / "push-v3_seed0").exists()               # checkpoints and bundles are cleared
+    again = subprocess.run([*args[:5], str(home / "gone"), *args[6:], "--quick", "--guided", "3"],
+                           capture_output=True, text=True, timeout=600)      # finished pairs need no store
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "pairs" / "push-v3_seed0.json").read_text()) == pair

@@ -243,3 +243,12 @@ def test_a_round_trains_with_a_data_mixture_and_refuses_a_bad_one(rounds, capsys
         with pytest.raises(SystemExit) as exit_info:
             main([*base, "--round", "24", *bad])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_postbc_pretrain_records_its_posterior(rounds, tmp_path, capsys):
+    root, _, _, _ = rounds
+    main(["--store", str(root), "--work", str(tmp_path / "work"), "--stage", "pretrain", "--policy-steps", "2",
+          "--value-steps", "2", "--model-id", "tiny", "--postbc-members", "2", "--postbc-alpha", "0.5"])
+    printed = json.loads(capsys.readouterr().out)
+    posterior = printed["metrics"]["postbc"]
+    assert (posterior["members"], posterior["alpha"]) == (2, 0.5) and posterior["target_noise_std_mean"] > 0
