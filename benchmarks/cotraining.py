@@ -38,6 +38,7 @@ from recap_metaworld import (
     load_runner,
     make_robot,
     outcome_summary,
+    pooled,
     run_many,
 )
 
@@ -45,22 +46,20 @@ from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.rounds import pretrain
 from robot_runtime.improvement_loop.data.sources import MixtureConfig
-from robot_runtime.improvement_loop.metrics import wilson_interval
 from robot_runtime.sim.metaworld_robot import instruction_for
 from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
 
 log = logging.getLogger("cotraining")
 
 
-def demonstrate(task: str, seed: int, cfg: BenchConfig, store: EpisodeStore) -> int:
+def demonstrate(task: str, seed: int, cfg: BenchConfig, store: EpisodeStore) -> None:
     """The task's fixed count of demonstrations (recap_metaworld's layouts and operator noise for `seed`)."""
     count = DEFAULT_DEMOS.get(task, START_DEMOS) if not cfg.quick else 2
     robot = make_robot(task, cfg)
     try:
         base = 100_000 * (seed + 1)
         operator = ScriptedOperator(task, OperatorConfig(mode="demonstrate", action_noise=cfg.demo_noise, seed=seed))
-        return sum(r.success for r in run_many(robot, range(base, base + count), operator=operator, store=store,
-                                               campaign="demonstrations"))
+        run_many(robot, range(base, base + count), operator=operator, store=store, campaign="demonstrations")
     finally:
         robot.close()
 
@@ -95,12 +94,6 @@ def run_pair(task: str, seed: int, cfg: BenchConfig, weights: list[float], work:
     shutil.rmtree(root, ignore_errors=True)
     return {"task": task, "seed": seed, "scores": scores, "other_tasks": [t for t in cfg.tasks if t != task],
             "seconds": round(time.perf_counter() - t.start, 1)}
-
-
-def pooled(points: list[dict]) -> dict:
-    successes, episodes = sum(p["successes"] for p in points), sum(p["episodes"] for p in points)
-    low, high = wilson_interval(successes, episodes)
-    return {"successes": successes, "episodes": episodes, "success_rate": successes / episodes, "ci95": [low, high]}
 
 
 def report(runs: list[dict], names: list[str], cfg: BenchConfig) -> tuple[dict, str]:

@@ -37,13 +37,13 @@ from recap_metaworld import (
     load_runner,
     make_robot,
     outcome_summary,
+    pooled,
     run_many,
 )
 
 from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.baselines import train_baseline
 from robot_runtime.improvement_loop.cycle.rounds import CycleResult, round_data, train_round
-from robot_runtime.improvement_loop.metrics import wilson_interval
 
 log = logging.getLogger("recipe_study")
 BETAS = (1.0, 2.0)
@@ -114,12 +114,6 @@ def study_pair(run: dict, recipes: list[str], args: argparse.Namespace) -> dict:
         robot.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return result
-
-
-def pooled(points: list[dict]) -> dict:
-    successes, episodes = sum(p["successes"] for p in points), sum(p["episodes"] for p in points)
-    low, high = wilson_interval(successes, episodes)
-    return {"successes": successes, "episodes": episodes, "success_rate": successes / episodes, "ci95": [low, high]}
 
 
 def score_names(guided: int) -> list[str]:
