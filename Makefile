@@ -32,8 +32,11 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two workers (CI has 2 cores; many tests wait on DDS, sockets or subprocesses), a file per worker at a time so
+# module fixtures (the wheel venv, the colcon install, trained runs) are built once; the slowest tests are listed.
+TEST_WORKERS ?= 2
 test: lint browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info .ruff_cache
