@@ -215,7 +215,7 @@ def cycle_config(cfg: BenchConfig, seed: int) -> CycleConfig:
         policy = PolicyTrainConfig(steps=2000, batch_size=64, image_shift=0, threads=1, net=net)
     value = replace(value, seed=seed, progress=False, steps=cfg.value_steps or value.steps)
     policy = replace(policy, seed=seed, progress=False, steps=cfg.policy_steps or policy.steps)
-    return CycleConfig(model_id=f"mw-{cfg.obs}", value=value, policy=policy, labels=RECIPES[cfg.labels],
+    return CycleConfig(model_id=f"mw-{cfg.obs}", value=value, policy=policy, labels=RECIPES[cfg.labels], method="recap",
                        denoising_steps=4 if cfg.quick else CycleConfig.denoising_steps,
                        chunk_critic=cfg.guided > 1, positive_share=cfg.positive_share,
                        indicators_from_null=cfg.indicators_from_null,

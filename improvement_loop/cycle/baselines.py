@@ -23,8 +23,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from robot_runtime.improvement_loop.cycle.methods import ROUND_METHODS
 from robot_runtime.improvement_loop.cycle.rounds import (
-    ROUND_METHODS,
     CycleConfig,
     CycleResult,
     RoundData,

@@ -13,8 +13,8 @@ import logging
 
 from robot_runtime.improvement_loop.cycle.advantage import ESTIMATORS, THRESHOLDS, VALUE_INITS, LabelConfig
 from robot_runtime.improvement_loop.cycle.baselines import train_baseline
+from robot_runtime.improvement_loop.cycle.methods import ROUND_METHODS
 from robot_runtime.improvement_loop.cycle.rounds import (
-    ROUND_METHODS,
     CycleConfig,
     improve,
     pretrain,
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="another episode store (e.g. another task's) the round's value also trains on; "
                              "repeatable")
     parser.add_argument("--method", choices=ROUND_METHODS, default=CycleConfig.method,
-                        help="what a round trains: recap (advantage-conditioned), or a baseline on the same rows "
-                             "(filtered_bc: successful episodes' and operator steps; awr; bc)")
+                        help="what a round trains: filtered_bc (the default, the benchmark's winner: successful "
+                             "episodes' and operator steps), recap (advantage-conditioned), awr or bc on the same "
+                             "rows")
     parser.add_argument("--source-weight", action="append", default=[], type=_weight, metavar="SOURCE=W",
                         help="sampling weight of an episode source (demonstration, autonomous, corrected, imported) "
                              "for policy training; 1 when not named, 0 leaves it out; repeatable")
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--indicators-from-null", action="store_true",
                         help="start the round's positive/negative indicator embeddings at the pretrained null one")
     parser.add_argument("--chunk-critic", action="store_true",
-                        help="also train a chunk critic Q(o, chunk) and ship it as the bundle's value.onnx "
-                             "(value-guided execution on the robot)")
+                        help="with --method recap: also train a chunk critic Q(o, chunk) and ship it as the "
+                             "bundle's value.onnx (value-guided execution on the robot)")
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every,
                         help="steps between saved training states; rerunning a killed command resumes from them")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads,

@@ -47,6 +47,7 @@ from robot_runtime.bundle import Camera, Manifest, Normalization
 from robot_runtime.episode import EpisodeLayout
 from robot_runtime.files import write_json_atomic
 from robot_runtime.improvement_loop.cycle.advantage import LabelConfig, Labels, joined, round_labels
+from robot_runtime.improvement_loop.cycle.methods import DEFAULT_METHOD, ROUND_METHODS
 from robot_runtime.improvement_loop.data.batches import Tensors, prepare
 from robot_runtime.improvement_loop.data.dataset import Dataset, DatasetConfig, Stats, load_dataset
 from robot_runtime.improvement_loop.data.sources import MixtureConfig, combined
@@ -70,9 +71,6 @@ from robot_runtime.improvement_loop.training.train import (
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state"       # per stage directory; removed once the stage's result is written
-# What a round may train: RECAP, or one of the offline baselines on the same rows (cycle/baselines.py), so a
-# site can run whichever its own measurements favour; the nightly gate judges the candidate either way.
-ROUND_METHODS = ("recap", "bc", "filtered_bc", "awr")
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class CycleConfig:
     chunk_critic: bool = False          # train Q(o, chunk) with cfg.value's sizes; bundles carry it as value.onnx
     positive_share: float | None = None     # RECAP's batches: this share drawn from positive rows (None: uniform)
     indicators_from_null: bool = False  # start a round's positive/negative embeddings at BC's null one
-    method: str = "recap"               # what a round trains: ROUND_METHODS (the others are baselines.py's)
+    method: str = DEFAULT_METHOD        # what a round trains (cycle/methods.py); improve() always trains RECAP
     mixture: MixtureConfig = field(default_factory=MixtureConfig)  # policy rows' weights by source and task
     postbc: PosteriorConfig | None = None   # pretrain a PostBC policy (training/posterior.py); None: plain BC
 

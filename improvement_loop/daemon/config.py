@@ -17,6 +17,7 @@ import yaml
 from croniter import croniter
 
 from robot_runtime.files import UnsafeNameError, check_name
+from robot_runtime.improvement_loop.cycle.methods import DEFAULT_METHOD, ROUND_METHODS
 from robot_runtime.improvement_loop.fleet.deployments import DeploymentError, read_release
 from robot_runtime.sim.metaworld_robot import TASK_INSTRUCTIONS
 
@@ -50,7 +51,8 @@ class Training:
     launcher: list[str] = field(default_factory=list)   # e.g. [torchrun, --nproc_per_node=2]; empty: a plain child
     train_command: str = "robot-runtime-train"
     model_id: str = "vla"
-    beta: float = 1.0
+    method: str = DEFAULT_METHOD      # what a round trains: ROUND_METHODS (cycle/methods.py says why this default)
+    beta: float = 1.0                 # RECAP's CFG weight (method recap)
     value_steps: int = 300
     policy_steps: int = 300
     threads: int = 1
@@ -210,6 +212,8 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
         problems.append(f"gate.operator {cfg.gate.operator!r}: one of {GATE_OPERATORS}")
     if cfg.gate.rule not in GATE_RULES:
         problems.append(f"gate.rule {cfg.gate.rule!r}: one of {GATE_RULES}")
+    if cfg.training.method not in ROUND_METHODS:
+        problems.append(f"training.method {cfg.training.method!r}: one of {ROUND_METHODS}")
     if cfg.canary.rule not in CANARY_RULES:
         problems.append(f"canary.rule {cfg.canary.rule!r}: one of {CANARY_RULES}")
     for key, value in (("gate.episodes", cfg.gate.episodes), ("gate.max_steps", cfg.gate.max_steps),

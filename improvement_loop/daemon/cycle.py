@@ -173,7 +173,7 @@ class CycleRunner:
         command = shutil.which(t.train_command) or str(Path(sys.executable).with_name(t.train_command))
         cmd = [*t.launcher, command, "--store", str(Path(c.work_dir) / "snapshot"),
                "--work", str(Path(c.work_dir) / "train"), "--stage", stage, "--round", str(c.id),
-               "--pretrained", t.pretrained, "--model-id", t.model_id, "--beta", str(t.beta),
+               "--pretrained", t.pretrained, "--model-id", t.model_id, "--method", t.method, "--beta", str(t.beta),
                "--value-steps", str(t.value_steps), "--policy-steps", str(t.policy_steps),
                "--threads", str(t.threads), *t.extra_args]
         logs = Path(c.work_dir) / "logs"

@@ -14,7 +14,7 @@ TASKS = ("push the block to the goal", "reach the goal")
 def config(beta=1.0):
     value = TrainConfig(steps=4, batch_size=8, progress=False, net=SMALL)
     policy = PolicyTrainConfig(steps=4, batch_size=8, progress=False, net=SMALL)
-    return CycleConfig(model_id="tiny", value=value, policy=policy, beta=beta)
+    return CycleConfig(model_id="tiny", value=value, policy=policy, beta=beta, method="recap")
 
 
 def write_episode(store, index, outcome, steps=20, stage="demo", layout=LAYOUT, interventions=False,

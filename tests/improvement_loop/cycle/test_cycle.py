@@ -93,7 +93,8 @@ def test_skipped_episodes_are_counted_in_tensorboard(rounds):
 def test_cli_runs_a_second_round_from_the_pretrained_result(rounds, capsys):
     root, work, pretrained, _ = rounds
     main(["--store", str(root), "--work", str(work), "--stage", "round", "--round", "2",
-          "--policy-steps", "2", "--value-steps", "2", "--beta", "2.0", "--model-id", "tiny", "--chunk-critic"])
+          "--policy-steps", "2", "--value-steps", "2", "--beta", "2.0", "--model-id", "tiny", "--method", "recap",
+          "--chunk-critic"])
     printed = json.loads(capsys.readouterr().out)
     round2 = CycleResult.load(result_path(work, 2))
     assert printed == round2.to_json() and round2.round_index == 2
@@ -236,6 +237,7 @@ def test_a_round_trains_with_a_data_mixture_and_refuses_a_bad_one(rounds, capsys
             "2", "--model-id", "tiny"]
     main([*base, "--round", "23", "--source-weight", "autonomous=0.5", "--task-weight", f"{TASKS[0]}=2"])
     printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["method"] == "filtered_bc"           # the measured winner trains unless told
     assert printed["metrics"]["mixture"] == {"sources": {"autonomous": 0.5}, "tasks": {TASKS[0]: 2.0}}
     assert load_bundle(printed["bundle_path"]).manifest.training["mixture"] == printed["metrics"]["mixture"]
     for bad, message in ((["--source-weight", "robots=1"], "unknown episode source"),
