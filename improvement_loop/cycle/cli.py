@@ -3,6 +3,9 @@
 A round runs whole (`--stage round`) or as its four steps one command each (`--stage value`, then
 `advantages`, `policy`, `export`: cycle/stages.py), as the nightly daemon runs it.
 
+`--stage progress` trains the progress reward model on the store's labeled episodes and labels the ones
+nobody judged (cycle/progress_labels.py).
+
 The same entry point runs under `torchrun` for data-parallel training on more processes, GPUs or nodes.
 """
 from __future__ import annotations
@@ -11,9 +14,11 @@ import argparse
 import json
 import logging
 
+from robot_runtime.episode import EpisodeError
 from robot_runtime.improvement_loop.cycle.advantage import ESTIMATORS, THRESHOLDS, VALUE_INITS, LabelConfig
 from robot_runtime.improvement_loop.cycle.baselines import train_baseline
 from robot_runtime.improvement_loop.cycle.methods import ROUND_METHODS
+from robot_runtime.improvement_loop.cycle.progress_labels import label_store
 from robot_runtime.improvement_loop.cycle.rounds import (
     CycleConfig,
     improve,
@@ -30,16 +35,18 @@ from robot_runtime.improvement_loop.training.train import PolicyTrainConfig, Tra
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`robot-runtime-train --store DIR --work DIR --stage pretrain|round|value|advantages|policy|export [--round N]`.
+    """`robot-runtime-train --store DIR --work DIR --stage pretrain|round|value|advantages|policy|export|progress
+    [--round N]`.
 
     Under `torchrun --nproc_per_node=K` the same command trains data-parallel (see training/distributed.py).
     """
     parser = argparse.ArgumentParser(description="Train and export a RECAP policy bundle from an episode store.")
     parser.add_argument("--store", required=True, help="episode store root (robot_runtime.episode.EpisodeStore)")
     parser.add_argument("--work", required=True, help="work directory: checkpoints, TensorBoard logs, bundles/")
-    parser.add_argument("--stage", choices=("pretrain", "round", *STEPS), required=True,
+    parser.add_argument("--stage", choices=("pretrain", "round", *STEPS, "progress"), required=True,
                         help="pretrain; a whole round; or one step of a round (value, advantages, policy, export, "
-                             "in that order; a step already done returns its result)")
+                             "in that order; a step already done returns its result); progress: train the progress "
+                             "reward model on the labeled episodes and label the unlabeled ones it is sure of")
     parser.add_argument("--round", type=int, default=1, help="round index for a round or its steps (>= 1)")
     parser.add_argument("--pretrained", default=None,
                         help="the pretrain stage's result.json a round starts from (default WORK/pretrain/)")
@@ -90,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="RECAP's batches draw this share from positive rows (default: rows uniformly)")
     parser.add_argument("--indicators-from-null", action="store_true",
                         help="start the round's positive/negative indicator embeddings at the pretrained null one")
+    parser.add_argument("--min-confidence", type=float, default=0.9,
+                        help="--stage progress: label an episode only when its predicted outcome is this likely")
     parser.add_argument("--chunk-critic", action="store_true",
                         help="with --method recap: also train a chunk critic Q(o, chunk) and ship it as the "
                              "bundle's value.onnx (value-guided execution on the robot)")
@@ -107,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
         pretrained = args.pretrained or result_path(args.work, 0)
         if args.stage == "pretrain":
             result = pretrain(args.store, args.work, cfg).to_json()
+        elif args.stage == "progress":
+            try:
+                result = label_store(args.store, args.work, args.min_confidence)
+            except (ValueError, EpisodeError) as err:
+                parser.error(str(err))
         elif args.stage == "round" and cfg.method == "recap":
             result = improve(args.store, args.work, pretrained, cfg, args.round).to_json()
         elif args.stage == "round":

@@ -16,13 +16,23 @@ earlier labels alone.
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from robot_runtime.episode import LABELS, EpisodeError, EpisodeStore
 from robot_runtime.improvement_loop.data.text import TextEmbedder
-from robot_runtime.improvement_loop.models.progress import SCORES, ProgressRow, ProgressScorer
+from robot_runtime.improvement_loop.models.progress import (
+    SCORES,
+    ProgressConfig,
+    ProgressRow,
+    ProgressScorer,
+    save_progress,
+    train_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +167,26 @@ def label_unlabeled(store: EpisodeStore, scorer: ProgressScorer, embedder: TextE
         summary.labeled[outcome] += 1
     log.info("%s: progress model labels %s", store.root, summary.to_json())
     return summary
+
+
+def label_store(store_root: str | os.PathLike, work_dir: str | os.PathLike, min_confidence: float,
+                model_id: str = "progress", cfg: ProgressConfig = ProgressConfig()) -> dict:
+    """`robot-runtime-train --stage progress`: train the model on the store's trusted episodes (plus the
+    generated negatives), save it as <work>/progress/<model_id>.safetensors, and label the store's unlabeled
+    episodes it is at least `min_confidence` sure of. Returns what it did (JSON)."""
+    if not 0.5 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0.5, 1] (the predicted outcome's probability), not "
+                         f"{min_confidence}")
+    store = EpisodeStore(store_root, create=False)
+    trajectories, skipped = read_trajectories(store)
+    outcomes = Counter(t.outcome for t in trajectories if t.trusted)
+    if not outcomes["success"] or not outcomes["failure"]:  # generated negatives are no stand-in for a real failure
+        raise ValueError(f"{store.root}: the progress model needs labeled successes and failures; found "
+                         f"{dict(outcomes) or 'no labeled episodes'}")
+    rows = training_rows(trajectories, NegativesConfig(seed=cfg.seed))
+    embedder = TextEmbedder(Path(work_dir) / "text_cache")
+    scorer, info = train_progress(rows, embedder, trajectories[0].state_names, cfg, model_id)
+    path = save_progress(Path(work_dir) / "progress" / f"{model_id}.safetensors", scorer, info)
+    summary = label_unlabeled(store, scorer, embedder, min_confidence)
+    return {"model": str(path), "training": info, "skipped_for_training": skipped,
+            "min_confidence": min_confidence, "labels": summary.to_json()}

@@ -198,3 +198,25 @@ def test_the_benchmark_reports_held_out_agreement(store, embedder, tmp_path):
     held_out = results["settings"]["with_negatives"]["held_out"]
     assert held_out["episode"]["n"] == results["episodes"]["held_out"] and 0 <= held_out["episode"]["progress_mae"] <= 4
     assert "not measured" in results["not_measured"] and (out / "results.md").is_file()
+
+
+def test_the_train_command_labels_a_store_and_refuses_one_without_both_outcomes(store, tmp_path, capsys):
+    from robot_runtime.improvement_loop.cycle.cli import main
+
+    mine, work = shutil.copytree(store.root, tmp_path / "store"), tmp_path / "work"
+    OfflineEmbedder(work / "text_cache").embed(list(TASKS))     # the cache the command reads: no encoder to load
+    main(["--store", str(mine), "--work", str(work), "--stage", "progress", "--min-confidence", "0.5"])
+    printed = json.loads(capsys.readouterr().out)
+    assert sum(printed["labels"]["labeled"].values()) == len(UNLABELED) and printed["labels"]["already_labeled"] == 6
+    assert load_progress(printed["model"])[0].state_names == STATE_ONLY.state_names
+    assert {EpisodeStore(mine).open(episode_id(i)).meta["labeled_by"] for i in UNLABELED} == {"progress-model:progress"}
+
+    only_successes = EpisodeStore(tmp_path / "successes")
+    for i in SUCCESSES:
+        reaching(only_successes, i, "success")
+    for argv, message in ((["--store", str(only_successes.root)], "needs labeled successes and failures"),
+                          (["--store", str(mine), "--min-confidence", "0.3"], "min_confidence must be in"),
+                          (["--store", str(tmp_path / "absent")], "absent")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--work", str(work), "--stage", "progress"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
