@@ -57,6 +57,8 @@ class Training:
     policy_steps: int = 300
     threads: int = 1
     extra_args: list[str] = field(default_factory=list)  # more robot-runtime-train flags (labels, critic...)
+    progress_labels: bool = False     # the progress reward model labels the snapshot's unlabeled episodes
+    progress_min_confidence: float = 0.9   # ... those whose predicted outcome is at least this likely
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,9 @@ def _check(cfg: DaemonConfig, path: Path) -> None:
         problems.append(f"gate.rule {cfg.gate.rule!r}: one of {GATE_RULES}")
     if cfg.training.method not in ROUND_METHODS:
         problems.append(f"training.method {cfg.training.method!r}: one of {ROUND_METHODS}")
+    if not 0.5 <= cfg.training.progress_min_confidence <= 1.0:
+        problems.append(f"training.progress_min_confidence must be in [0.5, 1], not "
+                        f"{cfg.training.progress_min_confidence}")
     if cfg.canary.rule not in CANARY_RULES:
         problems.append(f"canary.rule {cfg.canary.rule!r}: one of {CANARY_RULES}")
     for key, value in (("gate.episodes", cfg.gate.episodes), ("gate.max_steps", cfg.gate.max_steps),

@@ -114,22 +114,25 @@ class CycleRunner:
         if not Path(self.cfg.training.pretrained).is_file():
             raise StateFailed(f"{self.cfg.training.pretrained}: no pretrain result; run `robot-runtime-train "
                               "--stage pretrain` on the demonstrations first (training.pretrained)")
-        mark = self._high_water(c.id)
-        rows = self.conn.execute("SELECT episode_id, received_at FROM episodes WHERE outcome != 'unlabeled' "
-                                 "ORDER BY episode_id").fetchall()
+        mark, judged = self._high_water(c.id), not self.cfg.training.progress_labels
+        rows = self.conn.execute("SELECT episode_id, received_at, outcome FROM episodes "
+                                 + ("WHERE outcome != 'unlabeled' " if judged else "")
+                                 + "ORDER BY episode_id").fetchall()
         new = [r for r in rows if mark is None or r[1] > mark]
         snapshot = {"episodes": [r[0] for r in rows], "high_water": max((r[1] for r in rows), default=mark),
                     "new": len(new), "since": mark}
         if len(new) < self.cfg.min_new_episodes:
             return {"finish": records.SKIPPED, "columns": {"snapshot": snapshot},
-                    "reason": f"{len(new)} new labeled episodes since the last cycle, fewer than min_new_episodes "
-                              f"({self.cfg.min_new_episodes})"}
+                    "reason": f"{len(new)} new {'labeled ' if judged else ''}episodes since the last cycle, fewer "
+                              f"than min_new_episodes ({self.cfg.min_new_episodes})"}
         root = Path(c.work_dir) / "snapshot" / "episodes"
         root.mkdir(parents=True, exist_ok=True)
         source = EpisodeStore(self.cfg.store, create=False).episodes_dir
-        for episode_id in snapshot["episodes"]:
+        for episode_id, _, outcome in rows:
             link = root / checked_episode_id(episode_id)
-            if not link.is_symlink():
+            if outcome == "unlabeled":
+                _link_entries(source / episode_id, link)
+            elif not link.is_symlink():
                 link.symlink_to(source / episode_id, target_is_directory=True)
         cache = Path(self.cfg.training.pretrained).parent.parent / "text_cache"
         if cache.is_dir() and not (Path(c.work_dir) / "train" / "text_cache").exists():
@@ -168,14 +171,14 @@ class CycleRunner:
             return None
         return load_bundle(row[0]).label, row[0], name
 
-    def _train(self, c: records.Cycle, stage: str) -> dict:
+    def _train(self, c: records.Cycle, stage: str, *more: str) -> dict:
         t = self.cfg.training
         command = shutil.which(t.train_command) or str(Path(sys.executable).with_name(t.train_command))
         cmd = [*t.launcher, command, "--store", str(Path(c.work_dir) / "snapshot"),
                "--work", str(Path(c.work_dir) / "train"), "--stage", stage, "--round", str(c.id),
                "--pretrained", t.pretrained, "--model-id", t.model_id, "--method", t.method, "--beta", str(t.beta),
                "--value-steps", str(t.value_steps), "--policy-steps", str(t.policy_steps),
-               "--threads", str(t.threads), *t.extra_args]
+               "--threads", str(t.threads), *more, *t.extra_args]
         logs = Path(c.work_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{stage}.log", "ab") as err, open(logs / f"{stage}.json", "wb") as out:
@@ -194,8 +197,12 @@ class CycleRunner:
                               f"{logs / f'{stage}.log'}") from None
 
     def _value(self, c):
+        t, done = self.cfg.training, {}
+        if t.progress_labels:  # a rerun after a kill labels only what the first run left unlabeled
+            done["progress_labels"] = self._train(c, "progress", "--min-confidence",
+                                                  str(t.progress_min_confidence))["labels"]
         self._train(c, "value")
-        return {"next": "advantages"}
+        return {"next": "advantages", **done}
 
     def _advantages(self, c):
         self._train(c, "advantages")
@@ -293,3 +300,13 @@ def _log_text(c: records.Cycle, name: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _link_entries(source: Path, episode: Path) -> None:
+    """An unlabeled episode in the snapshot: its own directory of links to the fleet store's files, so that
+    the labels the progress model writes (labels.json, replaced atomically) stay in the snapshot and the
+    fleet's store keeps the episode as it came; a rerun completes a half-made directory."""
+    episode.mkdir(exist_ok=True)
+    for entry in source.iterdir():
+        if not (episode / entry.name).is_symlink() and not (episode / entry.name).exists():
+            (episode / entry.name).symlink_to(entry)

@@ -37,6 +37,8 @@ def _broken(tmp_path, edit) -> Path:
     (lambda d: d["fleet"].update(canary=["r9"]), "fleet.canary names ['r9'], not in fleet.robots"),
     (lambda d: d["fleet"].update(robots=["../etc"], canary=[]), "robot '../etc' is not allowed"),
     (lambda d: d["gate"].update(rule="vibes"), "gate.rule 'vibes': one of"),
+    (lambda d: d["training"].update(method="dagger"), "training.method 'dagger': one of"),
+    (lambda d: d["training"].update(progress_min_confidence=0.2), "training.progress_min_confidence must be in"),
     (lambda d: d["gate"].update(tasks=["fly-v3"]), "gate.tasks ['fly-v3']"),
     (lambda d: d.update(page={"port": 70000}), "page.port must be in 0..65535, not 70000"),
     (lambda d: d.update(page={"colour": "blue"}), "unknown key page.'colour'"),
