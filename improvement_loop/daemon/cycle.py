@@ -131,7 +131,7 @@ class CycleRunner:
         for episode_id, _, outcome in rows:
             link = root / checked_episode_id(episode_id)
             if outcome == "unlabeled":
-                _link_entries(source / episode_id, link)
+                link_entries(source / episode_id, link)
             elif not link.is_symlink():
                 link.symlink_to(source / episode_id, target_is_directory=True)
         cache = Path(self.cfg.training.pretrained).parent.parent / "text_cache"
@@ -302,7 +302,7 @@ def _log_text(c: records.Cycle, name: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def _link_entries(source: Path, episode: Path) -> None:
+def link_entries(source: Path, episode: Path) -> None:
     """An unlabeled episode in the snapshot: its own directory of links to the fleet store's files, so that
     the labels the progress model writes (labels.json, replaced atomically) stay in the snapshot and the
     fleet's store keeps the episode as it came; a rerun completes a half-made directory."""

@@ -139,3 +139,26 @@ def test_recipe_study_scores_recipes_on_the_same_final_store(quick_run):
                            capture_output=True, text=True, timeout=600)      # finished pairs need no store
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "pairs" / "push-v3_seed0.json").read_text()) == pair
+
+
+def test_hidden_outcomes_study_trains_each_store_and_scores_the_model(quick_run):
+    """benchmarks/hidden_outcomes.py on the quick run: the store with every outcome, the judged episodes only
+    and the judged plus the progress model's labels each train filtered BC and RECAP, scored on calibration
+    layouts; the hidden episodes are never labeled in the run's own store."""
+    table, work, home = quick_run
+    out = home / "hidden"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hidden_outcomes.py"), "--table", str(table),
+                           "--work", str(work), "--out", str(out), "--episodes", "2", "--min-confidence", "0.5",
+                           "--quick", "--scratch", str(home / "hidden_scratch")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["pooled"]) == {f"{store}_{policy}" for store in ("all", "labeled_only", "model_labels")
+                                      for policy in ("filtered_bc", "recap_beta1")}
+    pair = json.loads((out / "pairs" / "push-v3_seed0.json").read_text())
+    counts = {name: store["store_episodes"] for name, store in pair["stores"].items()}
+    assert pair["hidden"] >= 1 and counts["labeled_only"] == counts["all"] - pair["hidden"]
+    labeled = pair["model"]["labeled"] if pair["model"]["trained"] else 0
+    assert counts["model_labels"] == counts["labeled_only"] + labeled
+    assert not list(work.rglob("labels.json"))                          # the run's store keeps its outcomes
+    assert not (home / "hidden_scratch" / "push-v3_seed0").exists()
