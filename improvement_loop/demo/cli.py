@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from robot_runtime.files import write_json_atomic, write_text_atomic
+from robot_runtime.improvement_loop.cycle.methods import ROUND_METHODS
 from robot_runtime.improvement_loop.daemon.config import GATE_RULES
 from robot_runtime.improvement_loop.demo.fleet import STAGES, DemoConfig, FleetDemo
 from robot_runtime.improvement_loop.demo.report import render
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
                             help=f"{text + '; ' if text else ''}default {default}")
     parser.add_argument("--gate-rule", choices=GATE_RULES, default=DEFAULTS.gate_rule,
                         help=f"the gate's rule on simulated success (daemon/gate.py); default {DEFAULTS.gate_rule}")
+    parser.add_argument("--method", choices=ROUND_METHODS, default=DEFAULTS.method,
+                        help=f"what the daemon's cycle trains (robot-runtime-train --method); "
+                             f"default {DEFAULTS.method}")
     parser.add_argument("--stop-after", choices=STAGES, default=DEFAULTS.stop_after, help="end after this stage")
     args = parser.parse_args(argv)
     if not 0 <= args.domain_id <= 232:
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{option} must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     cfg = dataclasses.replace(DEFAULTS, out=args.out, gate_rule=args.gate_rule, stop_after=args.stop_after,
+                              method=args.method,
                               **{name: getattr(args, name) for name, _ in OPTIONS.values()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops the robots and servers as Ctrl-C does
     try:

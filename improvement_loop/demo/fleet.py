@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from robot_runtime.files import write_json_atomic
+from robot_runtime.improvement_loop.cycle.methods import DEFAULT_METHOD
 from robot_runtime.improvement_loop.daemon import records
 from robot_runtime.improvement_loop.demo.robots import Ran, SimRobot
 from robot_runtime.improvement_loop.demo.workstation import Workstation, console_script, stop_with_parent
@@ -58,6 +59,7 @@ class DemoConfig:
     threads: int = 2                                     # torch threads of the training commands
     gate_episodes: int = 16                              # per policy, simulated
     gate_rule: str = "not_worse"
+    method: str = DEFAULT_METHOD                         # what the daemon's cycle trains (cycle/methods.py)
     canary_episodes: int = 6
     stop_after: str = "evaluation"
     release_poll_s: float = 2.0
@@ -222,6 +224,7 @@ class FleetDemo:
                                f"cycle: see {self.ws.logs / 'daemon.log'}")
         self.report.cycle = {k: v for k, v in asdict(c).items() if k != "snapshot"}
         self.report.cycle["snapshot"] = {k: v for k, v in c.snapshot.items() if k != "episodes"}
+        self.report.cycle["method"] = self.cfg.method
         self.report.decisions = [asdict(d) for d in self.ws.decisions(c.id)]
         if daemon.returncode != 0:
             self.report.notes.append(f"robot-runtime-daemon run-now exited with {daemon.returncode}: "
@@ -278,7 +281,7 @@ class FleetDemo:
             "min_new_episodes": len(cfg.robots) * cfg.rollouts,
             "training": {"pretrained": str(self.ws.train / "pretrain" / "result.json"),
                          "value_steps": cfg.round_value_steps, "policy_steps": cfg.round_policy_steps,
-                         "threads": cfg.threads},
+                         "threads": cfg.threads, "method": cfg.method},
             "gate": {"tasks": [cfg.env_name], "episodes": cfg.gate_episodes, "max_steps": cfg.max_steps,
                      "control_rate_hz": cfg.control_rate_hz, "rule": cfg.gate_rule, "first_layout": 100_000},
             "canary": {"episodes": cfg.canary_episodes, "rule": "not_worse", "margin": 0.1, "timeout_hours": 1.0,

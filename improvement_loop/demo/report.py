@@ -67,7 +67,8 @@ def render(report: Report) -> str:
     if report.cycle:
         c = report.cycle
         lines += ["", f"## Cycle {c['id']}: {c['status']} in state {c['state']}", "",
-                  f"incumbent {c['incumbent'] or '-'}, candidate {c['candidate'] or '-'}; {c['reason']}", ""]
+                  f"trained {c.get('method', '-')}; incumbent {c['incumbent'] or '-'}, candidate "
+                  f"{c['candidate'] or '-'}; {c['reason']}", ""]
         for d in report.decisions:
             lines.append(f"- **{d['kind']}: {'accepted' if d['accepted'] else 'refused'}**: {d['reason']}  ")
             lines.append(f"  {_figures(d)}")

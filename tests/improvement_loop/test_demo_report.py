@@ -25,13 +25,14 @@ def test_a_worse_candidate_is_shown_refused_by_the_gate():
     report.add("rollouts + corrections", [Ran("r1", "e1", EpisodeOutcome(True, 70, 10), "vla@r0", "vla@r0"),
                                           Ran("r2", "e2", EpisodeOutcome(False, 120, 40), "vla@r0", "vla@r0")])
     report.cycle = {"id": 1, "status": "refused", "state": "gate", "incumbent": "vla@r0", "candidate": "vla@r1",
-                    "reason": f"gate: {verdict.reason}", "times": {}}
+                    "reason": f"gate: {verdict.reason}", "times": {}, "method": "filtered_bc"}
     report.decisions = [{"kind": "gate", "accepted": verdict.accepted, "reason": verdict.reason,
                          "numbers": verdict.numbers}]
     text = render(report)
     assert not verdict.accepted
     assert "**gate: refused**: worse: success 19% vs 56%: not worse by more than" in text
     assert "candidate 3/16; incumbent 9/16" in text
+    assert "trained filtered_bc; incumbent vla@r0, candidate vla@r1" in text
     assert "| gate: candidate | simulated, layouts 100000+ | vla@r1 | 16 | 19% |" in text
     assert "| rollouts + corrections | r2 | vla@r0 | 1 | 0% | 0%-79% | 33.3% | - |" in text
     assert "Wall time: cycle 300 s, total 900 s" in text
@@ -40,7 +41,8 @@ def test_a_worse_candidate_is_shown_refused_by_the_gate():
 def test_bad_options_are_refused_by_name():
     for argv, message in ((["--demos", "0"], "--demos must be at least 1"),
                           (["--domain-id", "300"], "--domain-id 300: a ROS_DOMAIN_ID is 0-232"),
-                          (["--stop-after", "lunch"], "invalid choice: 'lunch'")):
+                          (["--stop-after", "lunch"], "invalid choice: 'lunch'"),
+                          (["--method", "dagger"], "invalid choice: 'dagger'")):
         done = subprocess.run([sys.executable, "-m", "robot_runtime.improvement_loop.demo", *argv],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
