@@ -185,9 +185,11 @@ class FleetAgentNode(Node):
         return diagnostics.status("fleet_agent: models", self.get_name(), level, message, values)
 
     def close(self) -> None:
-        for worker in (self.uploader, self.releases):
-            if worker is not None:
-                worker.stop()
+        workers = [w for w in (self.uploader, self.releases) if w is not None]
+        for worker in workers:  # both asked first, so their waits overlap instead of adding up
+            worker.request_stop()
+        for worker in workers:
+            worker.stop()
         self.uploader = self.releases = None
 
 

@@ -120,10 +120,20 @@ class LinkWorker:
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the thread to end without waiting (a node stopping several workers asks them all first)."""
         self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._thread is not None and self._thread.is_alive():
+            # A niced thread on a busy machine may not get the CPU in time; closing its sockets under it, or
+            # term() waiting for them, would hang the shutdown. It is a daemon thread: it ends with the process.
+            log.warning("%s: still busy %.0f s after the stop request; leaving it to end with the process",
+                        self.thread_name, timeout)
+            return
         self._drop_link()
         self._context.term()
 

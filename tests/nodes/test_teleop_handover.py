@@ -2,7 +2,7 @@
 import time
 
 import numpy as np
-from sensor_msgs.msg import Joy
+from sensor_msgs.msg import JointState, Joy
 
 from robot_runtime.bringup.launcher import GraphProcesses
 from robot_runtime.episode import EpisodeStore
@@ -35,18 +35,21 @@ def test_gamepad_takeover_and_smooth_handback(tmp_path):
                               {ros_io.STATE_TOPIC: (1, 3), ros_io.TELEOP_COMMAND_TOPIC: (1, 1)})
         client.wait_for(lambda: client.policy_status.get("state") == "serving", 20, "the policy")
         joy = client.node.create_publisher(Joy, "joy", ros_io.STREAM_QOS)
+        steps = []
+        client.node.create_subscription(JointState, ros_io.STATE_TOPIC, steps.append, ros_io.STREAM_QOS)
         time.sleep(0.5)
         episode_id = client.start_episode()
 
-        def press(seconds, held):
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
+        def press(count, held):
+            """Hold (or not) for `count` robot steps: a busy machine slows the lockstep sim, not this clock."""
+            until, deadline = len(steps) + count, time.monotonic() + 60
+            while len(steps) < until and time.monotonic() < deadline:
                 joy.publish(Joy(axes=[1.0, -1.0], buttons=[0, 0, 0, 0, int(held)]))
                 time.sleep(0.02)
 
-        press(1.0, False)  # the policy drives
-        press(1.5, True)   # the operator pushes the stick hard
-        press(1.5, False)  # and lets go
+        press(20, False)  # the policy drives
+        press(30, True)   # the operator pushes the stick hard
+        press(30, False)  # and lets go
         client.wait_for_end(episode_id, 30)
         client.wait_for_commit(episode_id)
         ep = EpisodeStore(tmp_path / "store").open(episode_id)
