@@ -24,12 +24,10 @@ Results per pair in --out/pairs/ (a rerun skips finished pairs), pooled in --out
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +41,7 @@ from recap_metaworld import (
     pooled,
     run_many,
 )
-from recipe_study import bench_config, pair_home, same_budget
+from recipe_study import bench_config, pair_home, study_pairs
 
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import write_json_atomic
@@ -186,29 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0.5 <= args.min_confidence <= 1:
         parser.error(f"--min-confidence {args.min_confidence}: in [0.5, 1]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pairs, todo = [], {}
-    for path in sorted((args.table / "runs").glob("*.json")):
-        run = json.loads(path.read_text())
-        done = args.out / "pairs" / path.name
-        if done.is_file():
-            pairs.append(json.loads(done.read_text()))
-        elif (pair_home(args.work, run) / "episodes").is_dir():
-            try:
-                same_budget(bench_config(run, args), run)
-            except ValueError as err:
-                parser.error(str(err))
-            todo[done] = run
-        else:
-            log.warning("%s: no store under %s; skipped", path.name, pair_home(args.work, run))
-    (args.out / "pairs").mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {done: pool.submit(study_pair, run, args) for done, run in todo.items()}
-        for done, future in futures.items():
-            write_json_atomic(done, future.result())
-            pairs.append(future.result())
-    pairs.sort(key=lambda p: (p["task"], p["seed"]))
-    if not pairs:
-        sys.exit("no pair could be studied")
+    pairs = study_pairs(args, parser, lambda pair: True, partial(study_pair, args=args))
     table = {f"{s}_{p}": pooled([pair["stores"][s]["scores"][p] for pair in pairs]) for s in STORES for p in POLICIES}
     report = {"hidden": args.hidden, "min_confidence": args.min_confidence,
               "layouts": f"calibration {CALIBRATION_SEED_BASE}+i, {args.episodes} per policy", "pooled": table,

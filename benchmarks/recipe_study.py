@@ -25,6 +25,7 @@ import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from recap_metaworld import (
@@ -162,6 +163,35 @@ def covers(pair: dict, recipes: list[str], guided: int) -> bool:
     return all(set(score_names(guided)) <= set(pair.get("recipes", {}).get(r, {}).get("scores", {})) for r in recipes)
 
 
+def study_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, finished, study) -> list[dict]:
+    """Every finished pair of `args.table` studied: reused from --out/pairs/ when `finished(pair)`, else
+    `study(run)` on its store in --work (`args.jobs` at a time; a run trained with other settings is refused),
+    sorted by (task, seed). Shared by the studies of a finished table (this one, hidden_outcomes.py)."""
+    pairs, todo = [], {}
+    for path in sorted((args.table / "runs").glob("*.json")):
+        run = json.loads(path.read_text())
+        done = args.out / "pairs" / path.name
+        if done.is_file() and finished(json.loads(done.read_text())):
+            pairs.append(json.loads(done.read_text()))
+        elif (pair_home(args.work, run) / "episodes").is_dir():
+            try:
+                same_budget(bench_config(run, args), run)
+            except ValueError as err:
+                parser.error(str(err))
+            todo[done] = run
+        else:
+            log.warning("%s: no store under %s; skipped", path.name, pair_home(args.work, run))
+    (args.out / "pairs").mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = {done: pool.submit(study, run) for done, run in todo.items()}
+        for done, future in futures.items():
+            write_json_atomic(done, future.result())
+            pairs.append(future.result())
+    if not pairs:
+        sys.exit("no pair could be studied")
+    return sorted(pairs, key=lambda p: (p["task"], p["seed"]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, required=True, help="a recap_metaworld --out with finished runs/")
@@ -187,29 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
-    pairs, todo = [], {}
-    for path in sorted((args.table / "runs").glob("*.json")):
-        run = json.loads(path.read_text())
-        done = args.out / "pairs" / path.name
-        if done.is_file() and covers(json.loads(done.read_text()), recipes, args.guided):
-            pairs.append(json.loads(done.read_text()))
-        elif (pair_home(args.work, run) / "episodes").is_dir():
-            try:
-                same_budget(bench_config(run, args), run)
-            except ValueError as err:
-                parser.error(str(err))
-            todo[done] = run
-        else:
-            log.warning("%s: no store under %s; skipped", path.name, pair_home(args.work, run))
-    (args.out / "pairs").mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {done: pool.submit(study_pair, run, recipes, args) for done, run in todo.items()}
-        for done, future in futures.items():
-            write_json_atomic(done, future.result())
-            pairs.append(future.result())
-    pairs.sort(key=lambda p: (p["task"], p["seed"]))
-    if not pairs:
-        sys.exit("no pair could be studied")
+    pairs = study_pairs(args, parser, lambda pair: covers(pair, recipes, args.guided),
+                        partial(study_pair, recipes=recipes, args=args))
     table = summarize(pairs, recipes, args.guided)
     report = {"recipes": {r: json.loads(json.dumps(asdict(RECIPES[r]))) for r in recipes},
               "guided": args.guided, "positive_share": args.positive_share,
