@@ -41,7 +41,7 @@ from recap_metaworld import (
     pooled,
     run_many,
 )
-from recipe_study import bench_config, pair_home, study_pairs
+from recipe_study import bench_config, pair_home, study_pairs, table_study_parser
 
 from robot_runtime.episode import EpisodeStore
 from robot_runtime.files import write_json_atomic
@@ -168,16 +168,9 @@ def render(pairs: list[dict], table: dict, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, required=True, help="a recap_metaworld --out with finished runs/")
-    parser.add_argument("--work", type=Path, required=True, help="that run's --work (its stores and pretrains)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = table_study_parser(__doc__, Path("/tmp/hidden_outcomes"))
     parser.add_argument("--hidden", type=float, default=0.5, help="share of robot-run episodes whose outcome is hidden")
     parser.add_argument("--min-confidence", type=float, default=0.9)
-    parser.add_argument("--episodes", type=int, default=50, help="calibration layouts per policy")
-    parser.add_argument("--quick", action="store_true", help="the runs are recap_metaworld --quick runs (smoke)")
-    parser.add_argument("--jobs", type=int, default=1, help="pairs studied in parallel processes")
-    parser.add_argument("--scratch", type=Path, default=Path("/tmp/hidden_outcomes"))
     args = parser.parse_args(argv)
     if not 0 < args.hidden < 1:
         parser.error(f"--hidden {args.hidden}: a share in (0, 1)")

@@ -163,13 +163,30 @@ def covers(pair: dict, recipes: list[str], guided: int) -> bool:
     return all(set(score_names(guided)) <= set(pair.get("recipes", {}).get(r, {}).get("scores", {})) for r in recipes)
 
 
+def table_study_parser(doc: str, scratch: Path) -> argparse.ArgumentParser:
+    """The arguments every study of a finished table takes (this one, hidden_outcomes.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, required=True, help="a recap_metaworld --out with finished runs/")
+    parser.add_argument("--work", type=Path, required=True, help="that run's --work (its stores and pretrains)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="only the pairs of the first N seeds (default every finished pair)")
+    parser.add_argument("--episodes", type=int, default=50, help="calibration layouts per policy")
+    parser.add_argument("--quick", action="store_true", help="the runs are recap_metaworld --quick runs (smoke)")
+    parser.add_argument("--jobs", type=int, default=1, help="pairs studied in parallel processes")
+    parser.add_argument("--scratch", type=Path, default=scratch)
+    return parser
+
+
 def study_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, finished, study) -> list[dict]:
-    """Every finished pair of `args.table` studied: reused from --out/pairs/ when `finished(pair)`, else
-    `study(run)` on its store in --work (`args.jobs` at a time; a run trained with other settings is refused),
-    sorted by (task, seed). Shared by the studies of a finished table (this one, hidden_outcomes.py)."""
+    """Every finished pair of `args.table` (of its first `args.seeds` seeds) studied: reused from --out/pairs/
+    when `finished(pair)`, else `study(run)` on its store in --work (`args.jobs` at a time; a run trained with
+    other settings is refused), sorted by (task, seed). Shared by the studies of a finished table."""
     pairs, todo = [], {}
     for path in sorted((args.table / "runs").glob("*.json")):
         run = json.loads(path.read_text())
+        if args.seeds is not None and run["seed"] >= args.seeds:
+            continue
         done = args.out / "pairs" / path.name
         if done.is_file() and finished(json.loads(done.read_text())):
             pairs.append(json.loads(done.read_text()))
@@ -193,12 +210,8 @@ def study_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, finis
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, required=True, help="a recap_metaworld --out with finished runs/")
-    parser.add_argument("--work", type=Path, required=True, help="that run's --work (its stores and pretrains)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = table_study_parser(__doc__, Path("/tmp/recipe_study"))
     parser.add_argument("--recipes", default="candidate,outcome", help="comma-separated recap_metaworld.RECIPES keys")
-    parser.add_argument("--episodes", type=int, default=50, help="calibration layouts per policy")
     parser.add_argument("--guided", type=int, default=0, metavar="K",
                         help="also train each recipe's chunk critic and score RECAP (beta 1) executing the best of "
                              "K sampled chunks")
@@ -208,9 +221,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--indicators-from-null", action="store_true",
                         help="RECAP's positive/negative embeddings start at the pretrained null one "
                              "(CycleConfig.indicators_from_null)")
-    parser.add_argument("--quick", action="store_true", help="the runs are recap_metaworld --quick runs (smoke)")
-    parser.add_argument("--jobs", type=int, default=1, help="pairs studied in parallel processes")
-    parser.add_argument("--scratch", type=Path, default=Path("/tmp/recipe_study"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipes = args.recipes.split(",")
