@@ -67,9 +67,24 @@ def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[group]         # 1-based, tied scores share their mean rank
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float((mean_ranks(scores)[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def mean_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, tied values sharing their mean rank."""
+    _, group, counts = np.unique(np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[group]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Rank correlation of two scores (ties at their mean rank); None with fewer than 3 pairs or a constant
+    score. Scale-free: it compares a 1-5 progress with a simulator's reward without mapping one onto the other."""
+    if len(a) < 3:
+        return None
+    ra, rb = mean_ranks(a), mean_ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def calibration(predicted: np.ndarray, observed: np.ndarray, bins: int = 10) -> dict:

@@ -101,6 +101,7 @@ class MetaWorldRobot:
         self._env.max_path_length = max(config.max_steps + 1, self._env.max_path_length)
         self.steps = 0
         self.success = False
+        self.reward = 0.0   # MetaWorld's shaped reward of the last step (0-10, 10 at the goal): its own progress
         self._renderer = None
         if config.render:
             model = self._env.model
@@ -140,6 +141,7 @@ class MetaWorldRobot:
             obs, _ = self._env.reset()
         self.steps = 0
         self.success = False
+        self.reward = 0.0
         return self._observation(obs)
 
     def step(self, action: np.ndarray) -> SimObservation:
@@ -148,7 +150,8 @@ class MetaWorldRobot:
             raise ValueError(f"action must be {len(ACTION_NAMES)} finite numbers, got {action!r}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obs, _, _, _, info = self._env.step(action)
+            obs, reward, _, _, info = self._env.step(action)
+        self.reward = float(reward)
         self.steps += 1
         self.success = self.success or bool(info["success"])
         return self._observation(obs)

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from robot_runtime.improvement_loop.metrics import calibration, explained_variance, rank_auc, wilson_interval
+from robot_runtime.improvement_loop.metrics import calibration, explained_variance, rank_auc, spearman, wilson_interval
 
 
 def pairwise_auc(scores, positive):
@@ -31,6 +31,17 @@ def test_auc_counts_ties_half_and_matches_the_pairwise_definition():
         scores = rng.integers(0, 5, 30).astype(float)          # many ties
         positive = rng.random(30) < 0.4
         assert rank_auc(scores, positive) == pytest.approx(pairwise_auc(scores, positive))
+
+
+def test_spearman_is_scale_free_counts_ties_and_refuses_what_it_cannot_rank():
+    progress = np.array([1, 1, 2, 4, 5])
+    assert spearman(progress, 10 * progress ** 3) == pytest.approx(1.0)      # any increasing map: 1
+    assert spearman(progress, -np.exp(progress)) == pytest.approx(-1.0)
+    # Ties at their mean rank: ranks (1.5, 1.5, 3, 4, 5) against (1, 2, 3, 4, 5).
+    tied = np.array([1.5, 1.5, 3, 4, 5])
+    assert spearman(progress, np.arange(5)) == pytest.approx(np.corrcoef(tied, np.arange(5))[0, 1])
+    assert spearman(progress, np.full(5, 3.0)) is None                      # a constant score ranks nothing
+    assert spearman(progress[:2], progress[:2]) is None
 
 
 def test_auc_of_a_binary_indicator_is_balanced_accuracy():

@@ -2,6 +2,7 @@
 negatives), its separation of successes from failures, the labels it writes (never over anyone's label), and
 benchmarks/progress_reward.py end to end."""
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,6 +23,9 @@ from robot_runtime.improvement_loop.cycle.progress_labels import (
 from robot_runtime.improvement_loop.data.text import EMBEDDING_DIM, TextEmbedder
 from robot_runtime.improvement_loop.metrics import rank_auc
 from robot_runtime.improvement_loop.models.progress import ProgressConfig, load_progress, save_progress, train_progress
+from robot_runtime.sim.metaworld_robot import MetaWorldRobot, SimConfig
+from robot_runtime.sim.operator import OperatorConfig, ScriptedOperator
+from robot_runtime.sim.rollout import run_episode, sim_layout
 
 from repo import ROOT
 from tiny_cycle import LAYOUT, TASKS, write_episode
@@ -197,7 +201,39 @@ def test_the_benchmark_reports_held_out_agreement(store, embedder, tmp_path):
     assert set(results["settings"]) == {"with_negatives", "labeled_only"}
     held_out = results["settings"]["with_negatives"]["held_out"]
     assert held_out["episode"]["n"] == results["episodes"]["held_out"] and 0 <= held_out["episode"]["progress_mae"] <= 4
-    assert "not measured" in results["not_measured"] and (out / "results.md").is_file()
+    assert results["metaworld_left_out"]["not_metaworld"] == results["episodes"]["held_out"]   # no sim layouts here
+    assert results["settings"]["with_negatives"]["metaworld"] == {"n": 0} and (out / "results.md").is_file()
+
+
+def test_metaworld_progress_is_replayed_exactly_from_recorded_layouts_and_actions(tmp_path):
+    """The benchmark's reference: MetaWorld's reward after a recorded episode's last step, by replay. An
+    expert's success ends at the goal (10); an episode cut short ends between; one whose recorded layout is
+    not the one it ran on is left out rather than scored against another scene."""
+    spec = importlib.util.spec_from_file_location("progress_reward", ROOT / "benchmarks" / "progress_reward.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    store = EpisodeStore(tmp_path / "store")
+    robot = MetaWorldRobot(SimConfig(env_name="push-v3", render=False, max_steps=150))
+    try:
+        expert = ScriptedOperator("push-v3", OperatorConfig(mode="demonstrate"))
+        done = run_episode(robot, 0, operator=expert, store=store)
+        robot.config.max_steps = 25
+        cut = run_episode(robot, 1, operator=expert, store=store)
+        writer = store.writer(sim_layout(robot), EpisodeMetadata(task=robot.instruction, robot_id="sim",
+                              control_rate_hz=20.0, extra={"env_name": "push-v3", "seed": 3}))
+        obs = robot.reset(2)                                    # recorded as layout 3: not the scene it ran in
+        for t in range(10):
+            action = np.array([0.5, 0.0, 0.0, 0.0], np.float32)
+            writer.append(Step(t * 0.05, {}, obs.state, action, intervention=True))
+            obs = robot.step(action)
+        writer.commit("failure")
+    finally:
+        robot.close()
+    assert done.success and not cut.success
+    trajectories, _ = read_trajectories(store)
+    rewards, left_out = bench.metaworld_progress(trajectories, {t.episode_id: store for t in trajectories})
+    assert left_out == {"not_metaworld": 0, "replay_diverged": 1} and set(rewards) == {done.episode_id, cut.episode_id}
+    assert rewards[done.episode_id] == 10.0 and 0 < rewards[cut.episode_id] < 10.0
 
 
 def test_the_train_command_labels_a_store_and_refuses_one_without_both_outcomes(store, tmp_path, capsys):
