@@ -2,6 +2,7 @@
 parallel (task, seed) pairs, resuming from --out, and the refusal of tasks without an expert."""
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 
@@ -162,3 +163,36 @@ def test_hidden_outcomes_study_trains_each_store_and_scores_the_model(quick_run)
     assert counts["model_labels"] == counts["labeled_only"] + labeled
     assert not list(work.rglob("labels.json"))                          # the run's store keeps its outcomes
     assert not (home / "hidden_scratch" / "push-v3_seed0").exists()
+
+
+def test_compare_runs_reports_an_options_effect_on_the_pairs_with_the_same_data(quick_run):
+    """benchmarks/compare_runs.py (PostBC start vs BC start): the quick run against an edited copy of itself —
+    one more success for RECAP in round 1 and a PostBC setting — is compared per method and round with the
+    changed setting named; a pair whose demonstrations differ is left out, not compared."""
+    table, _, home = quick_run
+    other = home / "other"
+    shutil.copytree(table / "runs", other / "runs")
+    path = other / "runs" / "push-v3_seed0.json"
+    run = json.loads(path.read_text())
+    point = run["points"]["recap_beta1"][1]
+    point["successes"] += 1
+    point["success_rate"] = point["successes"] / point["episodes"]
+    run["fingerprint"]["cycle"]["postbc"] = {"alpha": 1.0}
+    path.write_text(json.dumps(run))
+    out = home / "compare"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_runs.py"), "--base", str(table),
+                           "--other", str(other), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["pairs"] == ["push-v3 seed 0"] and report["settings_that_differ"] == ["cycle.postbc"]
+    recap, bc = report["table"]["recap_beta1"], report["table"]["bc"]
+    episodes = point["episodes"]
+    assert recap[1]["difference"] == pytest.approx(1 / episodes) and recap[0]["difference"] == 0
+    assert recap[1]["other_gain"] - recap[1]["base_gain"] == pytest.approx(1 / episodes)
+    assert all(row["difference"] == 0 for row in bc)
+    low, high = recap[1]["difference_ci95"]
+    assert low < 1 / episodes < high
+    run["demos"]["episodes"] += 1                                        # other demonstrations: not the same data
+    path.write_text(json.dumps(run))
+    refused = subprocess.run(done.args, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "no (task, seed) pair with the same demonstrations" in refused.stderr
