@@ -13,11 +13,12 @@ robot-run episodes (the rounds' rollouts; demonstrations stay judged) has its ou
                    the judged ones, where it is at least --min-confidence sure (the rest left out), as the
                    daemon's training.progress_labels does
 
-Each store trains the loop's default method (filtered BC) and RECAP (beta 1) from the pair's pretrained
-checkpoint with the table's budget, and every policy runs on --episodes calibration layouts (the
-demonstration search's, never the table's evaluation layouts). Also reported: the model's accuracy and
-coverage on the hidden episodes against their true outcomes. A pair's store holds one task, so the model
-trains without counterfactual instructions (prefix negatives only).
+`--stores` picks which (the reference `all` trains what benchmarks/recipe_study.py trains on the same final
+store, so a session short of CPU may skip it). Each store trains the loop's default method (filtered BC) and
+RECAP (beta 1) from the pair's pretrained checkpoint with the table's budget, and every policy runs on
+--episodes calibration layouts (the demonstration search's, never the table's evaluation layouts). Also
+reported: the model's accuracy and coverage on the hidden episodes against their true outcomes. A pair's
+store holds one task, so the model trains without counterfactual instructions (prefix negatives only).
 
 Results per pair in --out/pairs/ (a rerun skips finished pairs), pooled in --out/results.json and results.md.
 """
@@ -117,7 +118,8 @@ def study_pair(run: dict, args: argparse.Namespace) -> dict:
     text_cache = (home / "work" / "text_cache").resolve()
     labeled, model = model_labels(source, judged, hidden, scratch / "stores" / "model_labels", text_cache,
                                   args.min_confidence, seed)
-    stores = {"all": source, "labeled_only": judged, "model_labels": labeled}
+    stores = {name: store for name, store in (("all", source), ("labeled_only", judged), ("model_labels", labeled))
+              if name in args.stores}
     layouts = range(CALIBRATION_SEED_BASE, CALIBRATION_SEED_BASE + args.episodes)
     result = {"task": task, "seed": seed, "round": rounds, "episodes": args.episodes, "hidden": len(hidden),
               "model": model, "stores": {}}
@@ -143,13 +145,13 @@ def study_pair(run: dict, args: argparse.Namespace) -> dict:
 
 
 def render(pairs: list[dict], table: dict, args: argparse.Namespace) -> str:
-    columns = [f"{s}_{p}" for s in STORES for p in POLICIES]
+    columns = [f"{s}_{p}" for s in args.stores for p in POLICIES]
     lines = [f"# The loop with {100 * args.hidden:.0f}% of the robot-run outcomes hidden (calibration layouts)", "",
              f"Progress-model labels where it is at least {args.min_confidence:g} sure; successes per policy "
              "pooled with the 95% Wilson interval.", "",
              "| pair | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for p in pairs:
-        cells = [p["stores"][s]["scores"][q] for s in STORES for q in POLICIES]
+        cells = [p["stores"][s]["scores"][q] for s in args.stores for q in POLICIES]
         lines.append(f"| {p['task']} seed {p['seed']} | " + " | ".join(f"{c['successes']}/{c['episodes']}"
                                                                       for c in cells) + " |")
     lines.append("| **pooled** | " + " | ".join(
@@ -171,15 +173,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = table_study_parser(__doc__, Path("/tmp/hidden_outcomes"))
     parser.add_argument("--hidden", type=float, default=0.5, help="share of robot-run episodes whose outcome is hidden")
     parser.add_argument("--min-confidence", type=float, default=0.9)
+    parser.add_argument("--stores", default=",".join(STORES),
+                        help=f"comma-separated, of {','.join(STORES)} (default all three; 'all' is the reference)")
     args = parser.parse_args(argv)
+    args.stores = args.stores.split(",")
+    if not set(args.stores) <= set(STORES) or len(set(args.stores)) != len(args.stores):
+        parser.error(f"--stores {','.join(args.stores)}: each of {', '.join(STORES)} at most once")
     if not 0 < args.hidden < 1:
         parser.error(f"--hidden {args.hidden}: a share in (0, 1)")
     if not 0.5 <= args.min_confidence <= 1:
         parser.error(f"--min-confidence {args.min_confidence}: in [0.5, 1]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pairs = study_pairs(args, parser, lambda pair: True, partial(study_pair, args=args))
-    table = {f"{s}_{p}": pooled([pair["stores"][s]["scores"][p] for pair in pairs]) for s in STORES for p in POLICIES}
-    report = {"hidden": args.hidden, "min_confidence": args.min_confidence,
+    pairs = study_pairs(args, parser, lambda pair: set(args.stores) <= set(pair["stores"]),
+                        partial(study_pair, args=args))
+    table = {f"{s}_{p}": pooled([pair["stores"][s]["scores"][p] for pair in pairs])
+             for s in args.stores for p in POLICIES}
+    report = {"hidden": args.hidden, "min_confidence": args.min_confidence, "stores": args.stores,
               "layouts": f"calibration {CALIBRATION_SEED_BASE}+i, {args.episodes} per policy", "pooled": table,
               "pairs": [f"{p['task']} seed {p['seed']}" for p in pairs]}
     write_json_atomic(args.out / "results.json", report)
