@@ -16,22 +16,17 @@ Newcombe's interval (from the two Wilson intervals), and each run's gain over it
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
-from recap_metaworld import pooled
+from recap_metaworld import finished_runs, pooled
 
 from robot_runtime.files import write_json_atomic
+from robot_runtime.improvement_loop.metrics import newcombe_interval
 
 
 def runs(out: Path) -> dict[tuple[str, int], dict]:
     """A recap_metaworld --out's finished pairs by (task, seed)."""
-    found = {}
-    for path in sorted((out / "runs").glob("*.json")):
-        run = json.loads(path.read_text())
-        found[(run["task"], run["seed"])] = run
-    return found
+    return {(run["task"], run["seed"]): run for run in finished_runs(out).values()}
 
 
 def differing(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -44,13 +39,6 @@ def differing(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif x != y:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-def newcombe(a: dict, b: dict) -> list[float]:
-    """95% interval of a's rate minus b's (Newcombe's hybrid score interval, from the two Wilson intervals)."""
-    (pa, (la, ua)), (pb, (lb, ub)) = (a["success_rate"], a["ci95"]), (b["success_rate"], b["ci95"])
-    diff = pa - pb
-    return [diff - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), diff + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)]
 
 
 def compare(base: dict, other: dict) -> dict:
@@ -71,7 +59,8 @@ def compare(base: dict, other: dict) -> dict:
             o = pooled([other[k]["points"][method][r] for k in shared])
             table[method].append({"round": r, "base": b, "other": o,
                                   "difference": o["success_rate"] - b["success_rate"],
-                                  "difference_ci95": newcombe(o, b)})
+                                  "difference_ci95": list(newcombe_interval(o["successes"], o["episodes"],
+                                                                            b["successes"], b["episodes"]))})
     for rows in table.values():
         for row in rows:
             row["base_gain"] = row["base"]["success_rate"] - rows[0]["base"]["success_rate"]

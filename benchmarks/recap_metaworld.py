@@ -281,6 +281,11 @@ def result_file(cfg: BenchConfig, task: str, seed: int) -> Path:
     return cfg.out / "runs" / f"{task}_seed{seed}.json"
 
 
+def finished_runs(out: Path) -> dict[str, dict]:
+    """Every finished pair's result under a run's --out, by its file name (`<task>_seed<seed>.json`)."""
+    return {path.name: json.loads(path.read_text()) for path in sorted((out / "runs").glob("*.json"))}
+
+
 def finished(cfg: BenchConfig, task: str, seed: int) -> dict | None:
     """The committed result of (task, seed) if it was made with the current settings."""
     path = result_file(cfg, task, seed)

@@ -35,6 +35,7 @@ from recap_metaworld import (
     BenchConfig,
     Timer,
     cycle_config,
+    finished_runs,
     load_runner,
     make_robot,
     outcome_summary,
@@ -183,13 +184,13 @@ def study_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, finis
     when `finished(pair)`, else `study(run)` on its store in --work (`args.jobs` at a time; a run trained with
     other settings is refused), sorted by (task, seed). Shared by the studies of a finished table."""
     pairs, todo = [], {}
-    for path in sorted((args.table / "runs").glob("*.json")):
-        run = json.loads(path.read_text())
+    for name, run in finished_runs(args.table).items():
         if args.seeds is not None and run["seed"] >= args.seeds:
             continue
-        done = args.out / "pairs" / path.name
-        if done.is_file() and finished(json.loads(done.read_text())):
-            pairs.append(json.loads(done.read_text()))
+        done = args.out / "pairs" / name
+        studied = json.loads(done.read_text()) if done.is_file() else None
+        if studied is not None and finished(studied):
+            pairs.append(studied)
         elif (pair_home(args.work, run) / "episodes").is_dir():
             try:
                 same_budget(bench_config(run, args), run)
@@ -197,7 +198,7 @@ def study_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, finis
                 parser.error(str(err))
             todo[done] = run
         else:
-            log.warning("%s: no store under %s; skipped", path.name, pair_home(args.work, run))
+            log.warning("%s: no store under %s; skipped", name, pair_home(args.work, run))
     (args.out / "pairs").mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {done: pool.submit(study, run) for done, run in todo.items()}

@@ -38,6 +38,14 @@ class RateSummary:
         return asdict(self)
 
 
+def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, z: float = 1.96) -> tuple[float, float]:
+    """Interval of rate a minus rate b (Newcombe's hybrid score interval, from the two Wilson intervals):
+    what an option changed, with the uncertainty of both arms."""
+    (la, ua), (lb, ub) = wilson_interval(successes_a, n_a, z), wilson_interval(successes_b, n_b, z)
+    pa, pb = successes_a / n_a, successes_b / n_b
+    return pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+
+
 def summarize(outcomes: list[EpisodeOutcome]) -> RateSummary:
     n = len(outcomes)
     wins = [o for o in outcomes if o.success]

@@ -4,7 +4,14 @@ import itertools
 import numpy as np
 import pytest
 
-from robot_runtime.improvement_loop.metrics import calibration, explained_variance, rank_auc, spearman, wilson_interval
+from robot_runtime.improvement_loop.metrics import (
+    calibration,
+    explained_variance,
+    newcombe_interval,
+    rank_auc,
+    spearman,
+    wilson_interval,
+)
 
 
 def pairwise_auc(scores, positive):
@@ -42,6 +49,14 @@ def test_spearman_is_scale_free_counts_ties_and_refuses_what_it_cannot_rank():
     assert spearman(progress, np.arange(5)) == pytest.approx(np.corrcoef(tied, np.arange(5))[0, 1])
     assert spearman(progress, np.full(5, 3.0)) is None                      # a constant score ranks nothing
     assert spearman(progress[:2], progress[:2]) is None
+
+
+def test_newcombe_interval_matches_the_published_example_and_is_symmetric_for_equal_arms():
+    # Newcombe (1998), Stat Med 17:873, method 10: 56/70 vs 48/80 -> 0.0524 to 0.3339.
+    low, high = newcombe_interval(56, 70, 48, 80)
+    assert (low, high) == (pytest.approx(0.0524, abs=5e-4), pytest.approx(0.3339, abs=5e-4))
+    low, high = newcombe_interval(20, 50, 20, 50)
+    assert low == pytest.approx(-high) and low < 0 < high
 
 
 def test_auc_of_a_binary_indicator_is_balanced_accuracy():
